@@ -1,0 +1,122 @@
+"""Reading models from the BentoML model store: the one place that knows how a model is stored.
+
+The store is opened at `$BENTOML_HOME/models` from the settings, explicitly, so that a process
+whose BentoML was configured before the settings were read still reads the volume's store.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from churn.registry import current_tag
+from churn.schema import EXAMPLE_RECORD, FEATURE_NAMES, records_to_frame
+from churn.settings import Settings
+
+if TYPE_CHECKING:
+    import bentoml
+
+MODULE = "bentoml.sklearn"
+REFERENCE_KEY = "drift_reference"
+
+
+class ModelUnavailable(RuntimeError):
+    """No usable model: the message is the reason the startup probe reports."""
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    tag: str
+    pipeline: Any
+    threshold: float
+    metadata: dict[str, Any]
+
+    def predict_proba(self, frame: pd.DataFrame) -> np.ndarray:
+        return self.pipeline.predict_proba(frame[list(FEATURE_NAMES)])[:, 1]
+
+    def describe(self) -> dict[str, Any]:
+        md = self.metadata
+        return {
+            "model": self.tag,
+            "threshold": self.threshold,
+            "metrics": md.get("metrics", {}),
+            "trained_at": md.get("trained_at"),
+            "algorithm": md.get("algorithm"),
+            "data": md.get("data", {}),
+        }
+
+
+def model_store(settings: Settings):
+    from bentoml._internal.models import ModelStore  # the store class BentoML's own API wraps
+
+    return ModelStore(str(settings.bentoml_home_path / "models"))
+
+
+def get_store_model(settings: Settings, tag: str) -> bentoml.Model:
+    import bentoml
+    from bentoml.exceptions import BentoMLException
+
+    try:
+        return bentoml.models.get(tag, _model_store=model_store(settings))
+    except BentoMLException as exc:
+        raise ModelUnavailable(f"model {tag} not found in the store: {exc}") from None
+    except (OSError, ValueError) as exc:
+        raise ModelUnavailable(f"model {tag} unreadable in the store: {exc}") from None
+
+
+def tag_in_store(settings: Settings, tag: str) -> bool:
+    try:
+        get_store_model(settings, tag)
+    except ModelUnavailable:
+        return False
+    return True
+
+
+def list_store_models(settings: Settings) -> list[bentoml.Model]:
+    return sorted(model_store(settings).list(settings.model_name), key=lambda m: m.info.creation_time)
+
+
+def load_model(settings: Settings, tag: str) -> LoadedModel:
+    """Load and smoke-test a model; any failure is a ModelUnavailable with the reason."""
+    import bentoml
+
+    bento_model = get_store_model(settings, tag)
+    if bento_model.info.module != MODULE:
+        raise ModelUnavailable(f"model {tag} was saved by {bento_model.info.module}, not {MODULE}")
+    try:
+        pipeline = bentoml.sklearn.load_model(bento_model)
+    except Exception as exc:  # a corrupt pickle can raise almost anything
+        raise ModelUnavailable(
+            f"model {tag} files missing or unreadable: {type(exc).__name__}: {exc}"
+        ) from None
+    metadata = dict(bento_model.info.metadata)
+    try:
+        threshold = float(metadata["threshold"])
+        proba = pipeline.predict_proba(records_to_frame([EXAMPLE_RECORD]))[:, 1]
+    except Exception as exc:
+        raise ModelUnavailable(f"model {tag} fails its smoke test: {type(exc).__name__}: {exc}") from None
+    if not (proba.shape == (1,) and 0.0 <= float(proba[0]) <= 1.0):
+        raise ModelUnavailable(f"model {tag} fails its smoke test: probability {proba!r} out of [0, 1]")
+    return LoadedModel(tag=str(bento_model.tag), pipeline=pipeline, threshold=threshold, metadata=metadata)
+
+
+def load_current(settings: Settings) -> LoadedModel:
+    tag = current_tag(settings.registry_path, settings.model_name)
+    if tag is None:
+        raise ModelUnavailable(f"no current model in the registry {settings.registry_path}")
+    return load_model(settings, tag)
+
+
+def load_reference(settings: Settings, tag: str) -> pd.DataFrame:
+    """The training sample stored with a model version: what drift detection compares against."""
+    bento_model = get_store_model(settings, tag)
+    try:
+        frame = bento_model.custom_objects[REFERENCE_KEY]
+    except KeyError:
+        raise ModelUnavailable(f"model {tag} has no stored drift reference") from None
+    except Exception as exc:
+        raise ModelUnavailable(f"model {tag}: drift reference unreadable: {exc}") from None
+    return frame

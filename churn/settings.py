@@ -1,0 +1,135 @@
+"""Settings: read once from the environment into one validated, typed object.
+
+Every program (training, registry CLI, service, drift job) calls `load_settings()` at start-up;
+an invalid value stops it with a one-line error that names the variable.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Mapping
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+LOG_LEVELS = ("CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG")
+
+# Environment variable -> settings field. The README's settings table lists the same names.
+ENV_VARS: dict[str, str] = {
+    "MLOPS_HOME": "mlops_home",
+    "BENTOML_HOME": "bentoml_home",
+    "MODEL_NAME": "model_name",
+    "LOG_LEVEL": "log_level",
+    "RELOAD_INTERVAL_SECONDS": "reload_interval_seconds",
+    "PREDICTION_LOG_ENABLED": "prediction_log_enabled",
+    "PREDICTION_LOG_MAX_BYTES": "prediction_log_max_bytes",
+    "PREDICTION_LOG_QUEUE_SIZE": "prediction_log_queue_size",
+}
+
+
+class SettingsError(SystemExit):
+    """Exit code 2 with a one-line message naming the variable."""
+
+    def __init__(self, message: str):
+        super().__init__(2)
+        self.message = message
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class Settings(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    mlops_home: Path = Path(".mlops")
+    bentoml_home: Path | None = None
+    model_name: str = Field("churn_model", pattern=r"^[a-z0-9][a-z0-9_.-]{0,62}$")
+    log_level: str = "INFO"
+    # Hot reload: how often each server looks at the registry. 30 s is the promise; 5 s leaves room.
+    reload_interval_seconds: float = Field(5.0, gt=0, le=30)
+    prediction_log_enabled: bool = True
+    prediction_log_max_bytes: int = Field(64 * 1024 * 1024, ge=1024)
+    prediction_log_queue_size: int = Field(100_000, ge=1)
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _level(cls, value: str) -> str:
+        level = str(value).strip().upper()
+        if level not in LOG_LEVELS:
+            raise ValueError(f"must be one of {', '.join(LOG_LEVELS)}")
+        return level
+
+    @property
+    def bentoml_home_path(self) -> Path:
+        return self.bentoml_home or self.mlops_home / "bentoml"
+
+    @property
+    def registry_path(self) -> Path:
+        return self.mlops_home / "registry.json"
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.mlops_home / "logs"
+
+    @property
+    def predictions_dir(self) -> Path:
+        return self.mlops_home / "predictions"
+
+    @property
+    def reports_dir(self) -> Path:
+        return self.mlops_home / "reports"
+
+    def ensure_dirs(self) -> None:
+        """Create the state folders and prove they are writable, naming the variable if not."""
+        for var, path in (("MLOPS_HOME", self.mlops_home), ("BENTOML_HOME", self.bentoml_home_path)):
+            try:
+                path.mkdir(parents=True, exist_ok=True)
+                probe = path / f".write-test-{os.getpid()}"
+                probe.write_bytes(b"")
+                probe.unlink()
+            except OSError as exc:
+                raise SettingsError(f"{var}={path}: not a writable folder ({exc.strerror or exc})") from None
+        for sub in (self.logs_dir, self.predictions_dir, self.reports_dir):
+            try:
+                sub.mkdir(parents=True, exist_ok=True)
+            except OSError:
+                pass  # a read-only sub-folder is reported by the part that writes there
+
+    def export_bentoml_home(self) -> None:
+        """Point BentoML at the store on the volume; must run before bentoml reads its config."""
+        os.environ["BENTOML_HOME"] = str(self.bentoml_home_path)
+
+
+def settings_from_env(env: Mapping[str, str]) -> Settings:
+    values = {field: env[var] for var, field in ENV_VARS.items() if env.get(var, "") != ""}
+    try:
+        settings = Settings(**values)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        field = str(err["loc"][0]) if err["loc"] else ""
+        var = next((v for v, f in ENV_VARS.items() if f == field), field)
+        shown = env.get(var, "")
+        raise SettingsError(f"invalid setting {var}={shown!r}: {err['msg']}") from None
+    # Absolute paths from here on, so that a later chdir (bentoml serve does one) changes nothing.
+    return settings.model_copy(
+        update={
+            "mlops_home": settings.mlops_home.expanduser().absolute(),
+            "bentoml_home": settings.bentoml_home_path.expanduser().absolute(),
+        }
+    )
+
+
+@lru_cache(maxsize=1)
+def load_settings() -> Settings:
+    """The process's settings, read once from os.environ, folders created and checked."""
+    settings = settings_from_env(os.environ)
+    settings.ensure_dirs()
+    settings.export_bentoml_home()
+    return settings
+
+
+def exit_on_settings_error(exc: SettingsError) -> None:
+    print(f"error: {exc.message}", file=sys.stderr)
+    raise SystemExit(2)

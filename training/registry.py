@@ -1,0 +1,141 @@
+"""Inspect and drive the model registry.
+
+    python -m training.registry list
+    python -m training.registry current
+    python -m training.registry show TAG
+    python -m training.registry promote TAG [--reason TEXT]
+    python -m training.registry rollback [--reason TEXT]
+
+Exit codes: 0 done; 1 `current` with no current model; 2 bad input (unknown tag, nothing to roll
+back to, a tag missing from the model store, a damaged registry file).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from churn.model import get_store_model, list_store_models, tag_in_store
+from churn.registry import Registry, RegistryError, current_stack
+from churn.settings import Settings, SettingsError, exit_on_settings_error, load_settings
+
+
+def _fail(message: str, code: int = 2) -> int:
+    print(f"error: {message}", file=sys.stderr)
+    return code
+
+
+def cmd_list(settings: Settings, registry: Registry, _args) -> int:
+    data = registry.read()
+    current = data["current"]
+    in_store = {str(m.tag) for m in list_store_models(settings)}
+    rows = []
+    for tag, info in data["versions"].items():
+        rows.append(
+            (
+                "*" if tag == current else " ",
+                tag,
+                info.get("created", "?"),
+                f"{info.get('metrics', {}).get('roc_auc', float('nan')):.4f}",
+                "" if tag in in_store else "MISSING FROM STORE",
+            )
+        )
+    if not rows:
+        print(f"no versions registered in {settings.registry_path}")
+        return 0
+    print(f"  {'tag':<36} {'created':<26} {'roc_auc':<8}")
+    for mark, tag, created, auc, note in rows:
+        print(f"{mark} {tag:<36} {created:<26} {auc:<8} {note}".rstrip())
+    return 0
+
+
+def cmd_current(_settings: Settings, registry: Registry, _args) -> int:
+    current = registry.current()
+    if current is None:
+        return _fail(f"no current model: the registry {registry.path} names none yet (train one first)", 1)
+    print(current)
+    return 0
+
+
+def cmd_show(settings: Settings, registry: Registry, args) -> int:
+    data = registry.read()
+    if args.tag not in data["versions"]:
+        return _fail(f"{args.tag} is not a registered version (see `python -m training.registry list`)")
+    out = {
+        "tag": args.tag,
+        "current": data["current"] == args.tag,
+        "registry": data["versions"][args.tag],
+        "history": [e for e in data["history"] if e["tag"] == args.tag],
+    }
+    try:
+        info = get_store_model(settings, args.tag).info
+        metadata = dict(info.metadata)
+        metadata.pop("feature_schema", None)
+        out["store"] = {"path": str(settings.bentoml_home_path / "models"), "metadata": metadata}
+    except Exception as exc:  # shown, not fatal: `show` is how one finds out what is wrong
+        out["store"] = {"error": str(exc)}
+    print(json.dumps(out, indent=2, default=str))
+    return 0
+
+
+def cmd_promote(settings: Settings, registry: Registry, args) -> int:
+    if not tag_in_store(settings, args.tag):
+        return _fail(
+            f"{args.tag} is not in the model store {settings.bentoml_home_path / 'models'}; refusing"
+        )
+    event = registry.promote(args.tag, args.reason)
+    print(f"current: {event['tag']} (was {event['previous']})")
+    return 0
+
+
+def cmd_rollback(settings: Settings, registry: Registry, args) -> int:
+    stack = current_stack(registry.read()["history"])
+    if len(stack) >= 2 and not tag_in_store(settings, stack[-2]):
+        return _fail(f"cannot roll back to {stack[-2]}: it is no longer in the model store")
+    event = registry.rollback(args.reason)
+    print(f"current: {event['tag']} (rolled back from {event['previous']})")
+    return 0
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m training.registry", description="The churn model registry."
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("list", help="every version: tag, created, test ROC AUC, current marker")
+    sub.add_parser("current", help="print the current tag (exit 1 if none)")
+    show = sub.add_parser("show", help="one version's registry entry, history and store metadata")
+    show.add_argument("tag")
+    promote = sub.add_parser("promote", help="make TAG the current model")
+    promote.add_argument("tag")
+    promote.add_argument("--reason", default="manual promote")
+    rollback = sub.add_parser("rollback", help="back to the previous current model")
+    rollback.add_argument("--reason", default="manual rollback")
+    return parser.parse_args(argv)
+
+
+COMMANDS = {
+    "list": cmd_list,
+    "current": cmd_current,
+    "show": cmd_show,
+    "promote": cmd_promote,
+    "rollback": cmd_rollback,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        settings = load_settings()
+    except SettingsError as exc:
+        exit_on_settings_error(exc)
+    registry = Registry(settings.registry_path, settings.model_name)
+    try:
+        return COMMANDS[args.command](settings, registry, args)
+    except RegistryError as exc:
+        return _fail(str(exc))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
