@@ -1,0 +1,340 @@
+"""The churn inference service: a thin BentoML adapter over `churn.serving`.
+
+    bentoml serve service:svc --port 3000          # HTTP
+    bentoml serve-grpc service:svc --port 50051    # gRPC
+
+It uses BentoML's legacy runner API because it is the only BentoML API that serves gRPC. The
+model is not baked in: the runner loads the registry's current model from the store under
+BENTOML_HOME and follows the registry (hot reload).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import sys
+import uuid
+from typing import Any
+
+import bentoml
+import grpc
+import pandas as pd
+from bentoml._internal.context import trace_context
+from bentoml.exceptions import InvalidArgument
+from bentoml.io import JSON
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from churn.logs import setup_logging
+from churn.schema import RecordValidationError, parse_predict_request, records_to_frame
+from churn.serving import ModelHolder, PredictionLog, build_response, openapi_request_model
+from churn.settings import load_settings
+
+log = logging.getLogger("churn.service")
+
+STATUS_TIMEOUT_SECONDS = 3.0
+# Adaptive batching: one request may carry 10,000 records, so a batch must hold at least that.
+# max_latency_ms is generous because BentoML answers 503 to any request it predicts will miss it.
+MAX_BATCH_SIZE = 10_000
+MAX_LATENCY_MS = 10_000
+
+
+class ChurnRunnable(bentoml.legacy.Runnable):
+    SUPPORTED_RESOURCES = ("cpu",)
+    SUPPORTS_CPU_MULTI_THREADING = False
+
+    def __init__(self) -> None:
+        settings = load_settings()
+        setup_logging(settings, "runner", stream=sys.stdout)
+        # Loads lazily and never raises: the API may start before the training Job has finished.
+        self.holder = ModelHolder(settings)
+        self.holder.start()
+
+    @bentoml.legacy.Runnable.method(batchable=True, batch_dim=0)
+    def predict(self, frame: pd.DataFrame) -> pd.DataFrame:
+        return self.holder.predict(frame)
+
+    @bentoml.legacy.Runnable.method(batchable=False)
+    def status(self) -> dict[str, Any]:
+        return self.holder.status()
+
+
+runner = bentoml.legacy.Runner(
+    ChurnRunnable, name="churn_runner", max_batch_size=MAX_BATCH_SIZE, max_latency_ms=MAX_LATENCY_MS
+)
+svc = bentoml.legacy.Service("churn_service", runners=[runner])
+
+
+class _State:
+    """Per-worker objects, made at start-up (not import): settings, prediction log, metrics."""
+
+    settings = None
+    prediction_log: PredictionLog | None = None
+    metrics: dict[str, Any] = {}
+    served_model: str | None = None
+
+
+state = _State()
+
+
+@svc.on_startup
+def _startup(_ctx: bentoml.Context) -> None:
+    import prometheus_client as prom  # after BentoML has set PROMETHEUS_MULTIPROC_DIR
+
+    state.settings = load_settings()
+    setup_logging(state.settings, "api", stream=sys.stdout)
+    state.metrics = {
+        "predictions": prom.Counter(
+            "churn_predictions", "Predictions served, by outcome and model", ["outcome", "model"]
+        ),
+        "log_dropped": prom.Counter(
+            "churn_prediction_log_dropped", "Prediction-log records dropped (queue full or write failed)"
+        ),
+        "model_info": prom.Gauge(
+            "churn_model_info",
+            "1 for the model version this worker serves",
+            ["model"],
+            multiprocess_mode="livemax",
+        ),
+    }
+    state.prediction_log = PredictionLog(state.settings, on_drop=state.metrics["log_dropped"].inc)
+    log.info(
+        "API worker started (MLOPS_HOME=%s, model name %s)",
+        state.settings.mlops_home,
+        state.settings.model_name,
+    )
+
+
+@svc.on_shutdown
+def _shutdown(_ctx: bentoml.Context) -> None:
+    if state.prediction_log is not None:
+        state.prediction_log.close()
+
+
+def _note_served_model(tag: str | None) -> None:
+    if tag and tag != state.served_model and state.metrics:
+        if state.served_model:
+            state.metrics["model_info"].labels(model=state.served_model).set(0)
+        state.metrics["model_info"].labels(model=tag).set(1)
+        state.served_model = tag
+
+
+# ------------------------------------------------------------------------------------------------
+# /predict (HTTP and gRPC)
+# ------------------------------------------------------------------------------------------------
+
+
+class _ClientError:
+    def __init__(self, status: int, body: dict[str, Any]):
+        self.status, self.body = status, body
+
+
+def _reject_constant(name: str) -> float:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+class PredictJSON(JSON, proto_fields=("json",)):
+    """BentoML's JSON IO, but a bad body becomes a value the API answers with a JSON error
+    (BentoML's own answer to a bad body is a bare string), and the content type is checked."""
+
+    async def from_http_request(self, request: Request) -> Any:
+        ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if ctype != "application/json":
+            return _ClientError(
+                415,
+                {
+                    "error": "unsupported_media_type",
+                    "message": f"Content-Type must be application/json, got {ctype!r}",
+                },
+            )
+        raw = await request.body()
+        try:
+            return json.loads(raw, parse_constant=_reject_constant)
+        except (ValueError, RecursionError) as exc:  # JSONDecodeError and bad unicode are ValueErrors
+            return _ClientError(400, {"error": "malformed_json", "message": f"malformed JSON body: {exc}"})
+
+    async def from_proto(self, field: Any) -> Any:
+        from google.protobuf.json_format import MessageToDict
+
+        if isinstance(field, bytes):
+            try:
+                return json.loads(field, parse_constant=_reject_constant)
+            except (ValueError, RecursionError) as exc:
+                return _ClientError(
+                    400, {"error": "malformed_json", "message": f"malformed JSON body: {exc}"}
+                )
+        return MessageToDict(field, preserving_proto_field_name=True)
+
+
+def _client_error(ctx: bentoml.Context | None, error: _ClientError) -> dict[str, Any]:
+    if ctx is None:  # gRPC: the status code carries the class of error
+        raise InvalidArgument(json.dumps(error.body))
+    ctx.response.status_code = error.status
+    return error.body
+
+
+def _unavailable(ctx: bentoml.Context | None, message: str) -> dict[str, Any]:
+    body = {"error": "model_unavailable", "message": message}
+    if ctx is None:
+        from bentoml.exceptions import ServiceUnavailable
+
+        raise ServiceUnavailable(json.dumps(body))
+    ctx.response.status_code = 503
+    ctx.response.headers["Retry-After"] = "5"
+    return body
+
+
+@svc.api(
+    input=PredictJSON(pydantic_model=openapi_request_model()),
+    output=JSON(),
+    route="/predict",
+    name="predict",
+    doc="Churn probability for 1 to 10,000 customer records.",
+)
+async def predict(body: Any, ctx: bentoml.Context | None = None) -> dict[str, Any]:
+    # BentoML's gRPC servicer passes no context: `ctx` is None there, and errors are raised as
+    # gRPC status codes instead of set on an HTTP response.
+    if isinstance(body, _ClientError):
+        return _client_error(ctx, body)
+    try:
+        records, ids = parse_predict_request(body)
+    except RecordValidationError as exc:
+        return _client_error(ctx, _ClientError(400, exc.as_dict()))
+    result = await runner.predict.async_run(records_to_frame(records))
+    tag = str(result["model"].iloc[0])
+    if not tag:
+        status = await _runner_status()
+        return _unavailable(ctx, status.get("error") or "no model loaded yet")
+    response = build_response(result, ids)
+    _note_served_model(tag)
+    if state.metrics:
+        churned = sum(p["churn"] for p in response["predictions"])
+        if churned:
+            state.metrics["predictions"].labels(outcome="churn", model=tag).inc(churned)
+        if len(records) - churned:
+            state.metrics["predictions"].labels(outcome="no_churn", model=tag).inc(len(records) - churned)
+    if state.prediction_log is not None:
+        # The same id BentoML returns in the X-BentoML-Request-ID header, so a log line can be
+        # matched with the response a client got.
+        request_id = trace_context.request_id
+        state.prediction_log.append(
+            str(request_id) if request_id is not None else uuid.uuid4().hex, result, records, ids
+        )
+    return response
+
+
+# ------------------------------------------------------------------------------------------------
+# Health routes for the Kubernetes probes
+# ------------------------------------------------------------------------------------------------
+
+
+async def _runner_status() -> dict[str, Any]:
+    try:
+        status = await asyncio.wait_for(runner.status.async_run(), STATUS_TIMEOUT_SECONDS)
+    except Exception as exc:  # the runner process is down, restarting or stuck
+        return {
+            "loaded": False,
+            "runner": False,
+            "error": f"runner not answering: {type(exc).__name__}: {exc}",
+        }
+    status["runner"] = True
+    _note_served_model(status.get("model"))
+    return status
+
+
+async def health(_request: Request) -> JSONResponse:
+    """Liveness: the process answers. Never depends on the model, so a slow training Job does not
+    get healthy pods killed."""
+    return JSONResponse({"status": "alive"})
+
+
+async def startup(_request: Request) -> JSONResponse:
+    status = await _runner_status()
+    if status["loaded"]:
+        return JSONResponse({"status": "started", "model": status["model"]})
+    return JSONResponse({"status": "starting", "reason": status["error"]}, status_code=503)
+
+
+async def ready(_request: Request) -> JSONResponse:
+    status = await _runner_status()
+    if status["loaded"] and status["runner"]:
+        return JSONResponse({"status": "ready", "model": status["model"]})
+    return JSONResponse({"status": "not_ready", "reason": status["error"]}, status_code=503)
+
+
+async def model_info(_request: Request) -> JSONResponse:
+    status = await _runner_status()
+    if not status["loaded"]:
+        return JSONResponse({"error": "model_unavailable", "message": status["error"]}, status_code=503)
+    body = status["details"] | {
+        "registry_current": status["registry_current"],
+        "reload_error": status["error"],
+    }
+    return JSONResponse(body)
+
+
+health_app = Starlette(
+    routes=[
+        Route("/health", health, methods=["GET"]),
+        Route("/startup", startup, methods=["GET"]),
+        Route("/ready", ready, methods=["GET"]),
+        Route("/model", model_info, methods=["GET"]),
+    ]
+)
+svc.mount_asgi_app(health_app, path="/")
+
+
+# ------------------------------------------------------------------------------------------------
+# gRPC: model-aware health (BentoML marks everything SERVING at start) and a clean answer to an
+# unknown api_name (BentoML raises it outside its error handling, and the call hangs until the
+# client's deadline)
+# ------------------------------------------------------------------------------------------------
+
+GRPC_HEALTH_CHECK = "/grpc.health.v1.Health/Check"
+GRPC_CALL = "/bentoml.grpc.v1.BentoService/Call"
+GRPC_SERVICE_NAMES = ("", "bentoml.grpc.v1.BentoService")
+
+
+class ChurnGrpcInterceptor(grpc.aio.ServerInterceptor):
+    async def intercept_service(self, continuation, handler_call_details):
+        if handler_call_details.method == GRPC_HEALTH_CHECK:
+            return self._health_handler()
+        handler = await continuation(handler_call_details)
+        if handler_call_details.method == GRPC_CALL and handler is not None and handler.unary_unary:
+            inner = handler.unary_unary
+
+            async def call(request, context):
+                if request.api_name not in svc.apis:
+                    await context.abort(
+                        grpc.StatusCode.INVALID_ARGUMENT,
+                        f"unknown api_name {request.api_name!r}; this service has {sorted(svc.apis)}",
+                    )
+                return await inner(request, context)
+
+            return handler._replace(unary_unary=call)
+        return handler
+
+    @staticmethod
+    def _health_handler():
+        from grpc_health.v1 import health_pb2
+
+        async def check(request, context):
+            if request.service not in GRPC_SERVICE_NAMES:
+                await context.abort(grpc.StatusCode.NOT_FOUND, f"unknown service {request.service!r}")
+            status = await _runner_status()
+            serving = health_pb2.HealthCheckResponse.SERVING
+            return health_pb2.HealthCheckResponse(
+                status=serving if status["loaded"] else health_pb2.HealthCheckResponse.NOT_SERVING
+            )
+
+        return grpc.unary_unary_rpc_method_handler(
+            check,
+            request_deserializer=health_pb2.HealthCheckRequest.FromString,
+            response_serializer=health_pb2.HealthCheckResponse.SerializeToString,
+        )
+
+
+svc.add_grpc_interceptor(ChurnGrpcInterceptor)
