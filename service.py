@@ -30,7 +30,13 @@ from starlette.routing import Route
 
 from churn.logs import setup_logging
 from churn.schema import RecordValidationError, parse_predict_request, records_to_frame
-from churn.serving import ModelHolder, PredictionLog, build_response, openapi_request_model
+from churn.serving import (
+    ModelHolder,
+    PredictionLog,
+    build_response,
+    openapi_request_model,
+    start_drift_gauges,
+)
 from churn.settings import load_settings
 
 log = logging.getLogger("churn.service")
@@ -101,6 +107,23 @@ def _startup(_ctx: bentoml.Context) -> None:
         ),
     }
     state.prediction_log = PredictionLog(state.settings, on_drop=state.metrics["log_dropped"].inc)
+    start_drift_gauges(
+        state.settings,
+        prom.Gauge(
+            "churn_drift_detected", "1 if the latest drift check found drift", multiprocess_mode="livemax"
+        ),
+        prom.Gauge(
+            "churn_drift_p_value",
+            "p-value of the latest drift test, per feature",
+            ["feature"],
+            multiprocess_mode="livemax",
+        ),
+        prom.Gauge(
+            "churn_drift_report_timestamp_seconds",
+            "when the latest drift report was made",
+            multiprocess_mode="livemax",
+        ),
+    )
     log.info(
         "API worker started (MLOPS_HOME=%s, model name %s)",
         state.settings.mlops_home,

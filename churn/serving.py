@@ -122,6 +122,38 @@ class ModelHolder:
         return pd.DataFrame({"churn_probability": proba, "threshold": model.threshold, "model": model.tag})
 
 
+def read_drift_report(settings: Settings) -> dict[str, Any] | None:
+    """The latest drift report the drift job wrote, or None (none yet, or unreadable)."""
+    try:
+        return json.loads(settings.latest_drift_report.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def start_drift_gauges(settings: Settings, detected, p_value, created) -> threading.Thread:
+    """Copy the latest drift report into the service's gauges, re-read every RELOAD_INTERVAL_SECONDS."""
+
+    def refresh_forever() -> None:
+        seen = None
+        while True:
+            report = read_drift_report(settings)
+            if report is not None and report.get("created") != seen:
+                seen = report.get("created")
+                detected.set(int(bool(report.get("drift"))))
+                for name, feature in report.get("features", {}).items():
+                    p_value.labels(feature=name).set(float(feature.get("p_value", float("nan"))))
+                try:
+                    when = dt.datetime.fromisoformat(str(seen).replace("Z", "+00:00"))
+                    created.set(when.timestamp())
+                except ValueError:
+                    pass
+            time.sleep(settings.reload_interval_seconds)
+
+    thread = threading.Thread(target=refresh_forever, name="churn-drift-gauges", daemon=True)
+    thread.start()
+    return thread
+
+
 def build_response(result: pd.DataFrame, ids: list[Any]) -> dict[str, Any]:
     """The API's 200 body. Every row of one request comes from one runner batch, hence one model."""
     proba = result["churn_probability"].to_numpy(dtype=np.float64)

@@ -12,8 +12,9 @@ from collections.abc import Mapping
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
+DRIFT_REPORT_JSON = "drift_report.json"
 LOG_LEVELS = ("CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG")
 
 # Environment variable -> settings field. The README's settings table lists the same names.
@@ -26,7 +27,11 @@ ENV_VARS: dict[str, str] = {
     "PREDICTION_LOG_ENABLED": "prediction_log_enabled",
     "PREDICTION_LOG_MAX_BYTES": "prediction_log_max_bytes",
     "PREDICTION_LOG_QUEUE_SIZE": "prediction_log_queue_size",
+    "MONITORING_WEBHOOK_URL": "monitoring_webhook_url",
+    "MONITORING_API_TOKEN": "monitoring_api_token",
 }
+# Never echoed back, not even in a settings error.
+SECRET_VARS = frozenset({"MONITORING_API_TOKEN", "MONITORING_WEBHOOK_URL"})
 
 
 class SettingsError(SystemExit):
@@ -47,11 +52,22 @@ class Settings(BaseModel):
     bentoml_home: Path | None = None
     model_name: str = Field("churn_model", pattern=r"^[a-z0-9][a-z0-9_.-]{0,62}$")
     log_level: str = "INFO"
-    # Hot reload: how often each server looks at the registry. 30 s is the promise; 5 s leaves room.
+    # How often each server re-reads the registry (hot reload: 30 s is the promise, 5 s leaves room)
+    # and the latest drift report (for its drift gauges).
     reload_interval_seconds: float = Field(5.0, gt=0, le=30)
     prediction_log_enabled: bool = True
     prediction_log_max_bytes: int = Field(64 * 1024 * 1024, ge=1024)
     prediction_log_queue_size: int = Field(100_000, ge=1)
+    # Drift alerting, from the Kubernetes Secret. SecretStr: printing the settings shows '**********'.
+    monitoring_webhook_url: SecretStr | None = None
+    monitoring_api_token: SecretStr | None = None
+
+    @field_validator("monitoring_webhook_url")
+    @classmethod
+    def _url(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not value.get_secret_value().startswith(("http://", "https://")):
+            raise ValueError("must be an http:// or https:// URL")
+        return value
 
     @field_validator("log_level", mode="before")
     @classmethod
@@ -80,6 +96,11 @@ class Settings(BaseModel):
     @property
     def reports_dir(self) -> Path:
         return self.mlops_home / "reports"
+
+    @property
+    def latest_drift_report(self) -> Path:
+        """Written by the drift job, read by the service for its drift gauges."""
+        return self.reports_dir / "latest" / DRIFT_REPORT_JSON
 
     def ensure_dirs(self) -> None:
         """Create the state folders and prove they are writable, naming the variable if not."""
@@ -110,8 +131,8 @@ def settings_from_env(env: Mapping[str, str]) -> Settings:
         err = exc.errors()[0]
         field = str(err["loc"][0]) if err["loc"] else ""
         var = next((v for v, f in ENV_VARS.items() if f == field), field)
-        shown = env.get(var, "")
-        raise SettingsError(f"invalid setting {var}={shown!r}: {err['msg']}") from None
+        shown = "<hidden>" if var in SECRET_VARS else repr(env.get(var, ""))
+        raise SettingsError(f"invalid setting {var}={shown}: {err['msg']}") from None
     # Absolute paths from here on, so that a later chdir (bentoml serve does one) changes nothing.
     return settings.model_copy(
         update={

@@ -11,7 +11,7 @@ import pytest
 
 from churn.client import call_grpc, grpc_health, predict_grpc, records_from_csv
 from churn.schema import EXAMPLE_RECORD
-from tests.support import DATA, http, wait_for
+from tests.support import DATA, http, run_cli, state_env, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -221,3 +221,15 @@ def test_32_concurrent_clients_get_no_error(http_server):
     with ThreadPoolExecutor(32) as pool:
         codes = [c for cs in pool.map(client, range(32)) for c in cs]
     assert len(codes) == 480 and set(codes) == {200}
+
+
+def test_metrics_expose_the_latest_drift_report(http_server, served_home):
+    home, _ = served_home
+    proc = run_cli("monitoring.drift", "--current", str(DATA), env=state_env(home))
+    assert proc.returncode == 0, proc.stderr
+
+    def gauges():
+        text = http("GET", http_server.url + "/metrics")[1]
+        return "churn_drift_detected 0.0" in text and 'churn_drift_p_value{feature="tenure"}' in text
+
+    wait_for(gauges, 30, what="drift gauges on /metrics")

@@ -45,3 +45,13 @@ def test_unwritable_home_names_the_variable(tmp_path):
     s = settings_from_env({"MLOPS_HOME": str(blocker / "sub")})
     with pytest.raises(SettingsError, match=r"^MLOPS_HOME=.*not a writable folder"):
         s.ensure_dirs()
+
+
+def test_secrets_never_echoed():
+    with pytest.raises(SettingsError) as info:
+        settings_from_env({"MONITORING_WEBHOOK_URL": "ftp://sentinel-secret-host/x"})
+    assert "MONITORING_WEBHOOK_URL=<hidden>" in str(info.value)
+    assert "sentinel" not in str(info.value)
+    s = settings_from_env({"MONITORING_API_TOKEN": "sentinel-token-123"})
+    assert s.monitoring_api_token.get_secret_value() == "sentinel-token-123"
+    assert "sentinel" not in repr(s) and "sentinel" not in str(s)

@@ -1,0 +1,203 @@
+"""Compare new data with the training distribution of the current model.
+
+    python -m monitoring.drift [--current PATH] [--since 24h] [--max-records N] [--reference CSV]
+                              [--p-val 0.05] [--output-dir DIR] [--fail-on-drift] [--alert]
+
+--current: a CSV with the data set's columns, or a prediction-log file or folder (JSON lines);
+default: the service's prediction log under $MLOPS_HOME/predictions/.
+--reference: a CSV; default: the training sample stored with the registry's current model.
+
+Writes drift_report.json, drift_report.html and drift_metrics.prom to --output-dir (default
+$MLOPS_HOME/reports/<UTC timestamp>/, with $MLOPS_HOME/reports/latest pointing to the newest).
+A short summary goes to stderr; the last line of stdout is a JSON summary.
+
+Exit codes: 0 the check ran (drift or not); 1 drift found with --fail-on-drift; 2 bad input
+(missing file, missing or unknown columns, too many unreadable log lines, fewer than 50 rows).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from churn.logs import setup_logging
+from churn.model import ModelUnavailable, load_reference
+from churn.registry import RegistryError, current_tag
+from churn.settings import Settings, SettingsError, exit_on_settings_error, load_settings
+from monitoring.alert import send_alert
+from monitoring.data import DriftInputError, load_current, normalise, parse_since, read_csv
+from monitoring.detector import detect
+from monitoring.report import REPORT_HTML, REPORT_JSON, point_latest, write_report
+
+MIN_CURRENT_ROWS = 50
+
+
+def _p_val(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {value}")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m monitoring.drift", description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--current", type=Path, help="CSV, prediction-log file or folder (default: the prediction log)"
+    )
+    parser.add_argument("--since", help="only log records newer than this: 24h, 30m, 7d or an ISO time")
+    parser.add_argument(
+        "--max-records", type=_positive_int, default=100_000, help="newest N records (default %(default)s)"
+    )
+    parser.add_argument(
+        "--reference", type=Path, help="reference CSV (default: stored with the current model)"
+    )
+    parser.add_argument("--p-val", type=_p_val, default=0.05, help="significance level (default %(default)s)")
+    parser.add_argument(
+        "--output-dir", type=Path, help="report folder (default $MLOPS_HOME/reports/<UTC time>/)"
+    )
+    parser.add_argument("--fail-on-drift", action="store_true", help="exit 1 when drift is found")
+    parser.add_argument(
+        "--alert", action="store_true", help="POST the summary to MONITORING_WEBHOOK_URL on drift"
+    )
+    parser.add_argument(
+        "--max-bad-fraction",
+        type=float,
+        default=0.01,
+        help="tolerated share of unreadable log lines (default 0.01)",
+    )
+    return parser.parse_args(argv)
+
+
+def run(settings: Settings, args: argparse.Namespace, log) -> tuple[int, dict[str, Any]]:
+    since = parse_since(args.since)
+    current = load_current(
+        args.current, settings.predictions_dir, since, args.max_records, args.max_bad_fraction
+    )
+    for note in current.notes:
+        log.warning("current data: %s", note)
+    try:
+        model = current_tag(settings.registry_path, settings.model_name)
+    except RegistryError as exc:
+        raise DriftInputError(str(exc)) from None
+    if args.reference is not None:
+        reference = read_csv(args.reference).frame
+    else:
+        if model is None:
+            raise DriftInputError(
+                "no current model in the registry, so no stored reference: pass --reference"
+            )
+        try:
+            reference = normalise(load_reference(settings, model), f"reference of {model}")
+        except ModelUnavailable as exc:
+            raise DriftInputError(str(exc)) from None
+    n_current = len(current.frame)
+    if n_current < MIN_CURRENT_ROWS:
+        raise DriftInputError(
+            f"only {n_current} current record(s) in {current.source}: at least {MIN_CURRENT_ROWS} are needed "
+            "for a verdict (a drift test on a handful of rows is noise)"
+        )
+    if len(reference) < MIN_CURRENT_ROWS:
+        raise DriftInputError(f"only {len(reference)} reference rows: at least {MIN_CURRENT_ROWS} are needed")
+
+    log.info("comparing %d current records with %d reference rows", n_current, len(reference))
+    result, unseen = detect(reference, current.frame, args.p_val)
+    created = dt.datetime.now(dt.UTC)
+    report = {
+        "drift": result.drift,
+        "p_val": result.p_val,
+        "threshold": result.threshold,
+        "model": model,
+        "n_reference": int(len(reference)),
+        "n_current": int(n_current),
+        "created": created.isoformat(timespec="seconds").replace("+00:00", "Z"),
+        "features": result.features,
+        "current_source": current.source,
+        "reference_source": str(args.reference) if args.reference else f"stored with {model}",
+        "unreadable_lines": current.bad_lines,
+        "unseen_categories": unseen,
+    }
+    output_dir = args.output_dir or settings.reports_dir / created.strftime("%Y%m%dT%H%M%S%fZ")
+    folder = write_report(report, reference, current.frame, output_dir)
+    if args.output_dir is None:
+        point_latest(settings.reports_dir, folder)
+    summary = {
+        "drift": result.drift,
+        "n_current": int(n_current),
+        "drifted_features": result.drifted,
+        "report": str(folder / REPORT_JSON),
+        "html": str(folder / REPORT_HTML),
+        "model": model,
+    }
+    listed = ": " + ", ".join(result.drifted) if result.drifted else ""
+    verdict = "YES" if result.drift else "no"
+    print(
+        f"drift: {verdict} — {len(result.drifted)} of {len(result.features)} features drifted{listed} "
+        f"({n_current} current vs {len(reference)} reference rows, p-val {args.p_val}, Bonferroni)",
+        file=sys.stderr,
+    )
+    if unseen:
+        print(f"unseen categories: {json.dumps(unseen)}", file=sys.stderr)
+    print(f"report: {folder / REPORT_HTML}", file=sys.stderr)
+
+    if args.alert:
+        summary["alert"] = alert(settings, summary, log)
+    code = 1 if (result.drift and args.fail_on_drift) else 0
+    return code, summary
+
+
+def alert(settings: Settings, summary: dict[str, Any], log) -> dict[str, Any]:
+    if settings.monitoring_webhook_url is None or settings.monitoring_api_token is None:
+        print(
+            "alerting is not configured (MONITORING_WEBHOOK_URL and MONITORING_API_TOKEN unset)",
+            file=sys.stderr,
+        )
+        return {"sent": False, "error": "not configured"}
+    if not summary["drift"]:
+        return {"sent": False, "error": None, "reason": "no drift"}
+    result = send_alert(
+        settings.monitoring_webhook_url.get_secret_value(),
+        settings.monitoring_api_token.get_secret_value(),
+        {k: v for k, v in summary.items() if k != "alert"},
+    )
+    if result["sent"]:
+        log.info("alert sent to %s (attempt %d)", result["target"], result["attempts"])
+    else:
+        log.error("alert not delivered after %d attempt(s): %s", result["attempts"], result["error"])
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        settings = load_settings()
+    except SettingsError as exc:
+        exit_on_settings_error(exc)
+    log = setup_logging(settings, "drift").getChild("drift")
+    try:
+        code, summary = run(settings, args, log)
+    except DriftInputError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps(summary))
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
