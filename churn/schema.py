@@ -317,19 +317,23 @@ def validate_frame(raw: pd.DataFrame, *, require_label: bool, source: str = "dat
     )
 
 
+def read_raw_csv(path: str, error: type[ValueError] = DataValidationError) -> pd.DataFrame:
+    """Every column as text (nothing silently coerced); any failure is `error` with a clear message."""
+    try:
+        return pd.read_csv(path, dtype=str, keep_default_na=False)
+    except FileNotFoundError:
+        raise error(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise error(f"{path}: is a directory, expected a CSV file") from None
+    except pd.errors.EmptyDataError:
+        raise error(f"{path}: empty file (no header)") from None
+    except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as exc:
+        raise error(f"{path}: not a readable CSV ({str(exc).splitlines()[0]})") from None
+
+
 def read_csv(path: str, *, require_label: bool) -> ValidatedData:
     """Read and validate a CSV; every failure is a DataValidationError with a clear message."""
-    try:
-        raw = pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=False)
-    except FileNotFoundError:
-        raise DataValidationError(f"{path}: no such file") from None
-    except IsADirectoryError:
-        raise DataValidationError(f"{path}: is a directory, expected a CSV file") from None
-    except pd.errors.EmptyDataError:
-        raise DataValidationError(f"{path}: empty file (no header)") from None
-    except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as exc:
-        raise DataValidationError(f"{path}: not a readable CSV ({str(exc).splitlines()[0]})") from None
-    return validate_frame(raw, require_label=require_label, source=str(path))
+    return validate_frame(read_raw_csv(path), require_label=require_label, source=str(path))
 
 
 # One real customer of the data set (row 2, customerID 5575-GNVDE): the README's examples, the

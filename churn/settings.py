@@ -151,6 +151,10 @@ def load_settings() -> Settings:
     return settings
 
 
-def exit_on_settings_error(exc: SettingsError) -> None:
-    print(f"error: {exc.message}", file=sys.stderr)
-    raise SystemExit(2)
+def settings_or_exit() -> Settings:
+    """load_settings() for the command-line programs: a bad setting is one line and exit code 2."""
+    try:
+        return load_settings()
+    except SettingsError as exc:
+        print(f"error: {exc.message}", file=sys.stderr)
+        raise SystemExit(2) from None

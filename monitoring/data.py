@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from churn.schema import FEATURE_NAMES, FEATURES, ID_COLUMN, LABEL_COLUMN
+from churn.schema import FEATURE_NAMES, FEATURES, ID_COLUMN, LABEL_COLUMN, read_raw_csv
 
 JSONL_SUFFIXES = (".jsonl", ".json", ".log")
 
@@ -87,14 +87,7 @@ def normalise(raw: pd.DataFrame, source: str) -> pd.DataFrame:
 
 
 def read_csv(path: Path) -> LoadedData:
-    try:
-        raw = pd.read_csv(path, dtype=str, keep_default_na=False)
-    except FileNotFoundError:
-        raise DriftInputError(f"{path}: no such file") from None
-    except pd.errors.EmptyDataError:
-        raise DriftInputError(f"{path}: empty file") from None
-    except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as exc:
-        raise DriftInputError(f"{path}: not a readable CSV ({str(exc).splitlines()[0]})") from None
+    raw = read_raw_csv(str(path), DriftInputError)
     return LoadedData(frame=normalise(raw, str(path)), source=str(path), total_lines=len(raw))
 
 

@@ -27,7 +27,7 @@ from typing import Any
 from churn.logs import setup_logging
 from churn.model import ModelUnavailable, load_reference
 from churn.registry import RegistryError, current_tag
-from churn.settings import Settings, SettingsError, exit_on_settings_error, load_settings
+from churn.settings import Settings, settings_or_exit
 from monitoring.alert import send_alert
 from monitoring.data import DriftInputError, load_current, normalise, parse_since, read_csv
 from monitoring.detector import detect
@@ -185,10 +185,7 @@ def alert(settings: Settings, summary: dict[str, Any], log) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    try:
-        settings = load_settings()
-    except SettingsError as exc:
-        exit_on_settings_error(exc)
+    settings = settings_or_exit()
     log = setup_logging(settings, "drift").getChild("drift")
     try:
         code, summary = run(settings, args, log)

@@ -18,7 +18,7 @@ import sys
 
 from churn.model import get_store_model, list_store_models, tag_in_store
 from churn.registry import Registry, RegistryError, current_stack
-from churn.settings import Settings, SettingsError, exit_on_settings_error, load_settings
+from churn.settings import Settings, settings_or_exit
 
 
 def _fail(message: str, code: int = 2) -> int:
@@ -126,10 +126,7 @@ COMMANDS = {
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    try:
-        settings = load_settings()
-    except SettingsError as exc:
-        exit_on_settings_error(exc)
+    settings = settings_or_exit()
     registry = Registry(settings.registry_path, settings.model_name)
     try:
         return COMMANDS[args.command](settings, registry, args)

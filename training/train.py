@@ -24,7 +24,7 @@ import numpy as np
 from churn.logs import setup_logging
 from churn.registry import Registry, RegistryError, utc_now
 from churn.schema import CATEGORICAL_FEATURES, NUMERIC_FEATURES, DataValidationError, read_csv, schema_dict
-from churn.settings import Settings, SettingsError, exit_on_settings_error, load_settings
+from churn.settings import Settings, settings_or_exit
 from training.evaluate import choose_threshold, classification_metrics
 
 DEFAULT_DATA = Path(__file__).resolve().parent.parent / "data" / "telco_churn.csv"
@@ -192,10 +192,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    try:
-        settings = load_settings()
-    except SettingsError as exc:
-        exit_on_settings_error(exc)
+    settings = settings_or_exit()
     log = setup_logging(settings, "training").getChild("train")
     try:
         result = train(settings, args.data, args.seed, log)
