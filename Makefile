@@ -11,8 +11,15 @@ export MLOPS_HOME ?= $(CURDIR)/.mlops
 export UV_PROJECT_ENVIRONMENT := $(CURDIR)/$(VENV)
 HTTP_PORT    ?= 3000
 GRPC_PORT    ?= 50051
+VERSION      := $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml | head -n 1)
+IMAGE        := churn-service:$(VERSION)
+BENTO        := churn_service:$(VERSION)
+# Bentos are built in their own BentoML home, apart from the models in $(MLOPS_HOME).
+BUILD_HOME   := $(CURDIR)/build/bentoml
+CHECKOV_VENV := .venv-checkov
 
-.PHONY: help install lock run train serve-http serve-grpc registry test test-unit test-integration lint format clean
+.PHONY: help install lock run train registry drift test test-unit test-integration test-k8s e2e lint format \
+	bento image docker render checkov checkov-install clean
 
 help: ## list every target
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-18s %s\n", $$1, $$2}'
@@ -39,7 +46,10 @@ train: install ## train a model and register it (auto promotion)
 registry: install ## show the registry's versions
 	$(PY) -m training.registry list
 
-test: install ## the whole test suite (unit, integration, k8s, e2e)
+drift: install ## drift check of the prediction log against the current model's training data
+	$(PY) -m monitoring.drift
+
+test: install checkov-install image ## the whole test suite: unit, integration, k8s, e2e (builds the image)
 	$(PY) -m pytest tests
 
 test-unit: install ## fast unit tests only
@@ -47,6 +57,42 @@ test-unit: install ## fast unit tests only
 
 test-integration: install ## tests against real servers
 	$(PY) -m pytest tests/integration
+
+test-k8s: install checkov-install ## rendered manifests: schema, structure, checkov
+	$(PY) -m pytest tests/k8s
+
+e2e: install image ## container end-to-end test: the image run as the rendered manifests declare
+	$(PY) -m pytest tests/e2e
+
+docker: ## start a Docker engine if none answers (installs Debian's docker.io if needed)
+	scripts/docker-daemon.sh
+
+bento: install ## bentoml build churn_service:$(VERSION), with the locked requirements
+	mkdir -p build
+	$(UV) export --frozen --no-dev --no-hashes --no-emit-project --no-header -o build/requirements.txt >/dev/null
+	BENTOML_HOME=$(BUILD_HOME) $(VENV)/bin/bentoml delete -y $(BENTO) >/dev/null 2>&1 || true
+	BENTOML_HOME=$(BUILD_HOME) $(VENV)/bin/bentoml build --version $(VERSION)
+
+image: bento docker ## bentoml containerize -> churn-service:$(VERSION) (base image from Debian if none can be pulled)
+	scripts/base-image.sh
+	BENTOML_HOME=$(BUILD_HOME) DOCKER_BUILDKIT=0 $(VENV)/bin/bentoml containerize $(BENTO) \
+		--opt network=host -t $(IMAGE)
+	docker image inspect $(IMAGE) --format '$(IMAGE): {{.Size}} bytes'
+
+render: install ## print the rendered minikube overlay (never committed)
+	$(VENV)/bin/kubectl kustomize kustomize/overlays/minikube
+
+$(CHECKOV_VENV)/.installed:
+	python3 -m venv $(CHECKOV_VENV)
+	$(CHECKOV_VENV)/bin/pip install --quiet checkov==3.3.30
+	touch $@
+
+checkov-install: $(CHECKOV_VENV)/.installed ## checkov in its own venv (about 460 MB)
+
+checkov: install checkov-install ## security scan of the rendered manifests
+	mkdir -p build/rendered
+	$(VENV)/bin/kubectl kustomize kustomize/overlays/minikube > build/rendered/minikube.yaml
+	$(CHECKOV_VENV)/bin/checkov --config-file tests/k8s/checkov.yaml -d build/rendered
 
 lint: install ## ruff lint and format check
 	$(VENV)/bin/ruff check .
@@ -56,5 +102,5 @@ format: install ## apply ruff's formatting and safe fixes
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
 
-clean: ## remove the venvs and caches (keeps $(MLOPS_HOME))
-	rm -rf $(VENV) $(TOOLS) .pytest_cache .ruff_cache
+clean: ## remove the venvs, build output and caches (keeps $(MLOPS_HOME))
+	rm -rf $(VENV) $(TOOLS) $(CHECKOV_VENV) build .pytest_cache .ruff_cache

@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# The README's minikube walkthrough as one script. It needs minikube, kubectl and Docker on a
+# machine that can run a cluster (our CI machines cannot: see the README). Every step is the same
+# command the README shows; `make test` exercises what can be exercised without a cluster (the
+# image, the rendered manifests, the containers run as the manifests declare).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+NS=churn-mlops
+VERSION=$(sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml | head -n 1)
+IMAGE="churn-service:$VERSION"
+
+step() { printf '\n==> %s\n' "$*" >&2; }
+
+step "start minikube with a CNI that enforces NetworkPolicy"
+minikube start --cni=calico --kubernetes-version=v1.34.0 --cpus=2 --memory=6g
+
+step "build the image and load it into minikube"
+make image
+minikube image load "$IMAGE"
+
+step "deploy"
+kubectl apply -k kustomize/overlays/minikube
+
+step "wait for the training Job, then for the API"
+kubectl -n "$NS" wait --for=condition=complete job/churn-train --timeout=15m
+kubectl -n "$NS" logs job/churn-train | tail -n 1
+kubectl -n "$NS" rollout status deploy/churn-api --timeout=10m
+kubectl -n "$NS" rollout status deploy/churn-api-grpc --timeout=10m
+
+step "call the API through the NodePort"
+HOST=$(minikube ip)
+curl -s "http://$HOST:30080/startup"; echo
+.venv/bin/python -m churn.client --address "http://$HOST:30080" --csv data/telco_churn.csv --limit 100 >/dev/null
+.venv/bin/python -m churn.client --transport grpc --address "$HOST:30051" --csv data/telco_churn.csv --limit 5
+
+step "run the drift check now (as a Job from the CronJob) and inside a running API pod"
+kubectl -n "$NS" create job --from=cronjob/churn-drift churn-drift-now
+kubectl -n "$NS" wait --for=condition=complete job/churn-drift-now --timeout=10m || true
+kubectl -n "$NS" logs job/churn-drift-now | tail -n 1
+kubectl -n "$NS" exec deploy/churn-api -- python -m monitoring.drift
+
+step "update the model: retrain with another seed, promote it, watch the API switch, roll back"
+kubectl -n "$NS" delete job churn-train
+kubectl -n "$NS" apply -k kustomize/overlays/minikube
+kubectl -n "$NS" wait --for=condition=complete job/churn-train --timeout=15m
+kubectl -n "$NS" exec deploy/churn-api -- python -m training.registry list
+kubectl -n "$NS" exec deploy/churn-api -- python -m training.registry rollback
+sleep 10
+curl -s "http://$HOST:30080/model" | head -c 200; echo
+
+step "tear down"
+if [ "${KEEP:-0}" != "1" ]; then
+  kubectl delete -k kustomize/overlays/minikube
+  minikube stop
+fi
