@@ -17,8 +17,9 @@ BENTO        := churn_service:$(VERSION)
 # Bentos are built in their own BentoML home, apart from the models in $(MLOPS_HOME).
 BUILD_HOME   := $(CURDIR)/build/bentoml
 CHECKOV_VENV := .venv-checkov
+MLSERVER_VENV := .venv-mlserver
 
-.PHONY: help install lock run train registry drift test test-unit test-integration test-k8s e2e lint format \
+.PHONY: help install lock run train registry drift test test-unit test-integration test-k8s soak bench e2e lint format \
 	bento image docker render checkov checkov-install clean
 
 help: ## list every target
@@ -57,6 +58,22 @@ test-unit: install ## fast unit tests only
 
 test-integration: install ## tests against real servers
 	$(PY) -m pytest tests/integration
+
+$(MLSERVER_VENV)/.installed: uv.lock
+	python3 -m venv $(MLSERVER_VENV)
+	# same scikit-learn/pandas/numpy as uv.lock, so that the joblib pickle loads unchanged
+	$(MLSERVER_VENV)/bin/pip install --quiet mlserver==1.7.1 mlserver-sklearn==1.7.1 "uvloop<0.21" \
+		scikit-learn==$$(sed -n '/^name = "scikit-learn"/{n;s/version = "\(.*\)"/\1/p}' uv.lock) \
+		pandas==$$(sed -n '/^name = "pandas"/{n;s/version = "\(.*\)"/\1/p}' uv.lock) \
+		numpy==$$(sed -n '/^name = "numpy"/{n;s/version = "\(.*\)"/\1/p}' uv.lock)
+	touch $@
+
+bench: install $(MLSERVER_VENV)/.installed ## side-by-side benchmark (in-process, FastAPI, MLServer, HTTP, gRPC, drift); a few minutes
+	command -v hey >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq hey; }
+	$(PY) benchmarks/bench.py
+
+soak: install ## 10 minutes at 32 clients against a real server: errors and memory growth
+	CHURN_LOAD_SECONDS=600 $(PY) -m pytest tests/integration/test_reliability.py -k sustained -s
 
 test-k8s: install checkov-install ## rendered manifests: schema, structure, checkov
 	$(PY) -m pytest tests/k8s
@@ -103,4 +120,4 @@ format: install ## apply ruff's formatting and safe fixes
 	$(VENV)/bin/ruff format .
 
 clean: ## remove the venvs, build output and caches (keeps $(MLOPS_HOME))
-	rm -rf $(VENV) $(TOOLS) $(CHECKOV_VENV) build .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(TOOLS) $(CHECKOV_VENV) $(MLSERVER_VENV) build benchmarks/scratch .pytest_cache .ruff_cache

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import sys
 import uuid
 from typing import Any
@@ -37,11 +38,13 @@ from churn.serving import (
     openapi_request_model,
     start_drift_gauges,
 )
-from churn.settings import load_settings
+from churn.settings import load_settings, settings_from_env
 
 log = logging.getLogger("churn.service")
 
 STATUS_TIMEOUT_SECONDS = 3.0
+# A 10,000-record request takes well under a second; past this the runner is presumed gone.
+RUNNER_TIMEOUT_SECONDS = 5.0
 # Adaptive batching: one request may carry 10,000 records, so a batch must hold at least that.
 # max_latency_ms is generous because BentoML answers 503 to any request it predicts will miss it.
 MAX_BATCH_SIZE = 10_000
@@ -68,8 +71,15 @@ class ChurnRunnable(bentoml.legacy.Runnable):
         return self.holder.status()
 
 
+# BentoML needs the runner object when it imports this module, so its placement (embedded in the
+# API workers, or remote runner processes) is the one setting read at import. A bad value stops
+# the server with the same one-line error as any other setting.
 runner = bentoml.legacy.Runner(
-    ChurnRunnable, name="churn_runner", max_batch_size=MAX_BATCH_SIZE, max_latency_ms=MAX_LATENCY_MS
+    ChurnRunnable,
+    name="churn_runner",
+    max_batch_size=MAX_BATCH_SIZE,
+    max_latency_ms=MAX_LATENCY_MS,
+    embedded=settings_from_env(os.environ).runner_embedded,
 )
 svc = bentoml.legacy.Service("churn_service", runners=[runner])
 
@@ -189,7 +199,10 @@ class PredictJSON(JSON, proto_fields=("json",)):
                 return _ClientError(
                     400, {"error": "malformed_json", "message": f"malformed JSON body: {exc}"}
                 )
-        return MessageToDict(field, preserving_proto_field_name=True)
+        try:
+            return MessageToDict(field, preserving_proto_field_name=True)
+        except ValueError as exc:  # e.g. NaN or Infinity in a number_value: not JSON
+            return _ClientError(400, {"error": "malformed_json", "message": f"malformed JSON value: {exc}"})
 
 
 def _client_error(ctx: bentoml.Context | None, error: _ClientError) -> dict[str, Any]:
@@ -226,7 +239,16 @@ async def predict(body: Any, ctx: bentoml.Context | None = None) -> dict[str, An
         records, ids = parse_predict_request(body)
     except RecordValidationError as exc:
         return _client_error(ctx, _ClientError(400, exc.as_dict()))
-    result = await runner.predict.async_run(records_to_frame(records))
+    try:
+        # Bounded: a request caught in a runner process that dies is otherwise left waiting.
+        result = await asyncio.wait_for(
+            runner.predict.async_run(records_to_frame(records)), RUNNER_TIMEOUT_SECONDS
+        )
+    except Exception as exc:
+        # The runner process is down or restarting (killed, OOM) or shed the load: a clean,
+        # retryable 503 instead of BentoML's bare 500. The input was already validated.
+        log.warning("runner call failed: %s: %s", type(exc).__name__, exc)
+        return _unavailable(ctx, f"model runner unavailable ({type(exc).__name__}); retry shortly")
     tag = str(result["model"].iloc[0])
     if not tag:
         status = await _runner_status()

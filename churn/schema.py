@@ -133,6 +133,11 @@ class RecordValidationError(ValueError):
         }
 
 
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
 def _check_value(feature: Feature, value: Any) -> str | None:
     """Return a message if `value` is not acceptable for `feature`, else None."""
     if feature.is_categorical:
@@ -146,12 +151,12 @@ def _check_value(feature: Feature, value: Any) -> str | None:
         return f"expected a number, got {type(value).__name__}"
     if feature.kind == "integer" and not (isinstance(value, int) or float(value).is_integer()):
         return f"expected a whole number, got {value!r}"
-    if not math.isfinite(value):
+    if isinstance(value, float) and not math.isfinite(value):  # ints are exact: never inf or NaN
         return f"expected a finite number, got {value!r}"
     if feature.minimum is not None and value < feature.minimum:
-        return f"must be >= {feature.minimum}, got {value!r}"
+        return f"must be >= {feature.minimum}, got {_short(value)}"
     if feature.maximum is not None and value > feature.maximum:
-        return f"must be <= {feature.maximum}, got {value!r}"
+        return f"must be <= {feature.maximum}, got {_short(value)}"
     return None
 
 

@@ -102,8 +102,18 @@ class ModelHolder:
     def stop(self) -> None:
         self._stop.set()
 
+    def _model_or_refresh(self) -> LoadedModel | None:
+        """The held model; with none yet, look at the registry now rather than at the next poll,
+        so that every worker serves the first model as soon as any of them reports it."""
+        if self._model is None:
+            try:
+                self.refresh()
+            except Exception:
+                log.exception("model refresh failed")
+        return self._model
+
     def status(self) -> dict[str, Any]:
-        model = self._model
+        model = self._model_or_refresh()
         return {
             "loaded": model is not None,
             "model": model.tag if model else None,
@@ -114,7 +124,7 @@ class ModelHolder:
         }
 
     def predict(self, frame: pd.DataFrame) -> pd.DataFrame:
-        model = self._model  # read once: the whole batch is computed by one model
+        model = self._model_or_refresh()  # read once: the whole batch is computed by one model
         n = len(frame)
         if model is None:
             return pd.DataFrame({"churn_probability": np.full(n, np.nan), "threshold": np.nan, "model": ""})

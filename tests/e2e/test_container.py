@@ -107,13 +107,37 @@ def test_containers_run_as_1034_with_a_read_only_root(manifests):
         assert docker("exec", cname, "touch", "/mlops/logs/.probe", check=False).returncode == 0
 
 
+def test_read_only_containers_log_and_follow_a_new_model(manifests):
+    """A retraining (the Job run again) promotes a new version: both running containers switch to
+    it within 30 s, with no restart, on a read-only root."""
+    job = manifests.workload("Job", "churn-train")
+    proc = job.run()
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    new = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert new["promoted"] is True and new["tag"] != state["tag"]
+    assert wait_until(lambda: http("GET", "http://127.0.0.1:3000/model")[1].get("model") == new["tag"], 30)
+    assert wait_until(
+        lambda: (
+            predict_grpc("127.0.0.1:50051", records_from_csv(str(DATA), limit=1))[1].get("model")
+            == new["tag"]
+        ),
+        30,
+    )
+    state["tag"] = new["tag"]
+    state["outputs"] += [proc.stdout, proc.stderr]
+    logs = docker("exec", state["containers"][0], "sh", "-c", "ls /mlops/logs/").stdout.split()
+    assert any(name.startswith("api-") for name in logs) and any(
+        name.startswith("training-") for name in logs
+    )
+
+
 def test_drift_cronjob_writes_its_report_to_the_volume(manifests, image):
     time.sleep(1)  # the prediction log is written by a background thread
     drift = manifests.workload("CronJob", "churn-drift")
     proc = drift.run()
     assert proc.returncode == 0, proc.stderr[-3000:]
     summary = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert summary["n_current"] == 90 and summary["model"] == state["tag"]
+    assert summary["n_current"] >= 90 and summary["model"] == state["tag"]
     # the development webhook never resolves: the alert is reported, not fatal (if drift was found)
     if summary["drift"]:
         assert summary["alert"]["sent"] is False
@@ -136,7 +160,7 @@ def test_drift_runs_inside_a_running_api_pod(manifests):
     api = state["containers"][0]
     proc = docker("exec", api, "python", "-m", "monitoring.drift", check=False, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert json.loads(proc.stdout.strip().splitlines()[-1])["n_current"] == 90
+    assert json.loads(proc.stdout.strip().splitlines()[-1])["n_current"] >= 90
     registry = docker("exec", api, "python", "-m", "training.registry", "current", check=False)
     assert registry.returncode == 0 and registry.stdout.strip() == state["tag"]
 

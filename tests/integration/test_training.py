@@ -165,3 +165,27 @@ def test_trainings_killed_at_random_points_and_racing_leave_a_valid_registry(tmp
     data = Registry(tmp_path / "registry.json", "churn_model").read()
     assert set(tags) <= set(data["versions"]) and data["current"] in tags
     load_model(settings_for(tmp_path), data["current"])
+
+
+def _broken(tmp_path, kind):
+    text = DATA.read_bytes()
+    path = tmp_path / f"{kind}.csv"
+    data = {
+        "truncated": text[: len(text) // 2],
+        "semicolons": pd.read_csv(DATA, dtype=str).head(100).to_csv(sep=";", index=False).encode(),
+        "binary": bytes(range(256)) * 64,
+        "empty": b"",
+        "header-only": text.splitlines(keepends=True)[0],
+    }[kind]
+    path.write_bytes(data)
+    return path
+
+
+@pytest.mark.parametrize("kind", ["truncated", "semicolons", "binary", "empty", "header-only"])
+def test_broken_csv_exits_2_and_writes_nothing(tmp_path, kind):
+    home = tmp_path / "home"
+    proc = run_cli("training.train", "--data", str(_broken(tmp_path, kind)), env=state_env(home))
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "\nerror: " in proc.stderr and "Traceback" not in proc.stderr
+    assert not (home / "registry.json").exists()
+    assert list((home / "bentoml" / "models").glob("*/*")) == []

@@ -58,6 +58,8 @@ def test_customer_id_is_optional():
         ({"instances": [record(TotalCharges=math.nan)]}, "TotalCharges", 0, "finite"),
         ({"instances": [record(TotalCharges=math.inf)]}, "TotalCharges", 0, "finite"),
         ({"instances": [record(MonthlyCharges=1e308)]}, "MonthlyCharges", 0, "<="),
+        ({"instances": [record(tenure=10**400)]}, "tenure", 0, "<= 1200, got 1000000000"),
+        ({"instances": [record(TotalCharges=-(10**30))]}, "TotalCharges", 0, ">= 0"),
         ({"instances": [record(gender="Femme\u00e9")]}, "gender", 0, "unknown value"),
         ({"instances": [record(extra=1)]}, "extra", 0, "unknown field"),
         ({"instances": [{k: v for k, v in record().items() if k != "tenure"}]}, "tenure", 0, "missing"),
