@@ -20,7 +20,6 @@ from typing import Any
 
 import bentoml
 import grpc
-import pandas as pd
 from bentoml._internal.context import trace_context
 from bentoml.exceptions import InvalidArgument
 from bentoml.io import JSON
@@ -30,7 +29,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from churn.logs import setup_logging
-from churn.schema import RecordValidationError, parse_predict_request, records_to_frame
+from churn.schema import RecordValidationError, parse_predict_request
 from churn.serving import (
     ModelHolder,
     PredictionLog,
@@ -45,10 +44,6 @@ log = logging.getLogger("churn.service")
 STATUS_TIMEOUT_SECONDS = 3.0
 # A 10,000-record request takes well under a second; past this the runner is presumed gone.
 RUNNER_TIMEOUT_SECONDS = 5.0
-# Adaptive batching: one request may carry 10,000 records, so a batch must hold at least that.
-# max_latency_ms is generous because BentoML answers 503 to any request it predicts will miss it.
-MAX_BATCH_SIZE = 10_000
-MAX_LATENCY_MS = 10_000
 
 
 class ChurnRunnable(bentoml.legacy.Runnable):
@@ -62,9 +57,11 @@ class ChurnRunnable(bentoml.legacy.Runnable):
         self.holder = ModelHolder(settings)
         self.holder.start()
 
-    @bentoml.legacy.Runnable.method(batchable=True, batch_dim=0)
-    def predict(self, frame: pd.DataFrame) -> pd.DataFrame:
-        return self.holder.predict(frame)
+    # Not batchable: a request's records are scored in microseconds each on the verified fast path
+    # (churn/fastpath.py), so there is nothing for adaptive batching to amortise.
+    @bentoml.legacy.Runnable.method(batchable=False)
+    def predict(self, records: list[dict[str, Any]]) -> dict[str, Any]:
+        return self.holder.predict(records)
 
     @bentoml.legacy.Runnable.method(batchable=False)
     def status(self) -> dict[str, Any]:
@@ -77,8 +74,6 @@ class ChurnRunnable(bentoml.legacy.Runnable):
 runner = bentoml.legacy.Runner(
     ChurnRunnable,
     name="churn_runner",
-    max_batch_size=MAX_BATCH_SIZE,
-    max_latency_ms=MAX_LATENCY_MS,
     embedded=settings_from_env(os.environ).runner_embedded,
 )
 svc = bentoml.legacy.Service("churn_service", runners=[runner])
@@ -241,15 +236,13 @@ async def predict(body: Any, ctx: bentoml.Context | None = None) -> dict[str, An
         return _client_error(ctx, _ClientError(400, exc.as_dict()))
     try:
         # Bounded: a request caught in a runner process that dies is otherwise left waiting.
-        result = await asyncio.wait_for(
-            runner.predict.async_run(records_to_frame(records)), RUNNER_TIMEOUT_SECONDS
-        )
+        result = await asyncio.wait_for(runner.predict.async_run(records), RUNNER_TIMEOUT_SECONDS)
     except Exception as exc:
         # The runner process is down or restarting (killed, OOM) or shed the load: a clean,
         # retryable 503 instead of BentoML's bare 500. The input was already validated.
         log.warning("runner call failed: %s: %s", type(exc).__name__, exc)
         return _unavailable(ctx, f"model runner unavailable ({type(exc).__name__}); retry shortly")
-    tag = str(result["model"].iloc[0])
+    tag = result["model"]
     if not tag:
         status = await _runner_status()
         return _unavailable(ctx, status.get("error") or "no model loaded yet")

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from churn.fastpath import FastScorer, build_fast_scorer
 from churn.registry import current_tag
 from churn.schema import EXAMPLE_RECORD, FEATURE_NAMES, records_to_frame
 from churn.settings import Settings
@@ -33,9 +34,16 @@ class LoadedModel:
     pipeline: Any
     threshold: float
     metadata: dict[str, Any]
+    fast: FastScorer | None = None
 
     def predict_proba(self, frame: pd.DataFrame) -> np.ndarray:
         return self.pipeline.predict_proba(frame[list(FEATURE_NAMES)])[:, 1]
+
+    def predict_records(self, records: list[dict[str, Any]]) -> np.ndarray:
+        """Churn probabilities of validated records: the verified fast path, else the pipeline."""
+        if self.fast is not None:
+            return self.fast.predict_records(records)
+        return self.predict_proba(records_to_frame(records))
 
     def describe(self) -> dict[str, Any]:
         md = self.metadata
@@ -100,7 +108,23 @@ def load_model(settings: Settings, tag: str) -> LoadedModel:
         raise ModelUnavailable(f"model {tag} fails its smoke test: {type(exc).__name__}: {exc}") from None
     if not (proba.shape == (1,) and 0.0 <= float(proba[0]) <= 1.0):
         raise ModelUnavailable(f"model {tag} fails its smoke test: probability {proba!r} out of [0, 1]")
-    return LoadedModel(tag=str(bento_model.tag), pipeline=pipeline, threshold=threshold, metadata=metadata)
+    return LoadedModel(
+        tag=str(bento_model.tag),
+        pipeline=pipeline,
+        threshold=threshold,
+        metadata=metadata,
+        fast=_verified_fast_scorer(bento_model, pipeline),
+    )
+
+
+def _verified_fast_scorer(bento_model, pipeline) -> FastScorer | None:
+    """The lean path, only if it reproduces the pipeline on the model's own reference sample."""
+    try:
+        sample = bento_model.custom_objects[REFERENCE_KEY].head(2000)
+    except Exception:
+        return None
+    expected = pipeline.predict_proba(sample[list(FEATURE_NAMES)])[:, 1]
+    return build_fast_scorer(pipeline, sample.to_dict(orient="records"), expected)
 
 
 def load_current(settings: Settings) -> LoadedModel:

@@ -20,7 +20,6 @@ from collections.abc import Callable
 from typing import Any, Literal
 
 import numpy as np
-import pandas as pd
 
 from churn.model import LoadedModel, ModelUnavailable, load_model
 from churn.registry import RegistryError, current_tag
@@ -123,13 +122,16 @@ class ModelHolder:
             "details": model.describe() if model else None,
         }
 
-    def predict(self, frame: pd.DataFrame) -> pd.DataFrame:
-        model = self._model_or_refresh()  # read once: the whole batch is computed by one model
-        n = len(frame)
+    def predict(self, records: list[dict[str, Any]]) -> dict[str, Any]:
+        """{"churn_probability": array, "threshold": float, "model": tag}; model "" if none is loaded."""
+        model = self._model_or_refresh()  # read once: the whole request is computed by one model
         if model is None:
-            return pd.DataFrame({"churn_probability": np.full(n, np.nan), "threshold": np.nan, "model": ""})
-        proba = model.predict_proba(frame)
-        return pd.DataFrame({"churn_probability": proba, "threshold": model.threshold, "model": model.tag})
+            return {"churn_probability": np.full(len(records), np.nan), "threshold": np.nan, "model": ""}
+        return {
+            "churn_probability": model.predict_records(records),
+            "threshold": model.threshold,
+            "model": model.tag,
+        }
 
 
 def read_drift_report(settings: Settings) -> dict[str, Any] | None:
@@ -164,14 +166,14 @@ def start_drift_gauges(settings: Settings, detected, p_value, created) -> thread
     return thread
 
 
-def build_response(result: pd.DataFrame, ids: list[Any]) -> dict[str, Any]:
-    """The API's 200 body. Every row of one request comes from one runner batch, hence one model."""
-    proba = result["churn_probability"].to_numpy(dtype=np.float64)
-    churn = proba >= result["threshold"].to_numpy(dtype=np.float64)
+def build_response(result: dict[str, Any], ids: list[Any]) -> dict[str, Any]:
+    """The API's 200 body."""
+    proba = np.asarray(result["churn_probability"], dtype=np.float64)
+    churn = proba >= result["threshold"]
     return {
-        "model": str(result["model"].iloc[0]),
+        "model": result["model"],
         "predictions": [
-            {"customerID": cid, "churn_probability": float(p), "churn": bool(c)}
+            {"customerID": cid, "churn_probability": p, "churn": c}
             for cid, p, c in zip(ids, proba.tolist(), churn.tolist(), strict=True)
         ],
     }
@@ -212,7 +214,7 @@ class PredictionLog:
                     )
                     self._thread.start()
 
-    def append(self, request_id: Any, result: pd.DataFrame, records: list[dict], ids: list[Any]) -> None:
+    def append(self, request_id: Any, result: dict[str, Any], records: list[dict], ids: list[Any]) -> None:
         if not self.enabled:
             return
         self._ensure_thread()
@@ -243,13 +245,13 @@ class PredictionLog:
                 self._queue.task_done()
 
     def _write(
-        self, ts: float, request_id: Any, result: pd.DataFrame, records: list[dict], ids: list[Any]
+        self, ts: float, request_id: Any, result: dict[str, Any], records: list[dict], ids: list[Any]
     ) -> None:
         when = dt.datetime.fromtimestamp(ts, dt.UTC)
         stamp = when.isoformat(timespec="milliseconds").replace("+00:00", "Z")
-        proba = result["churn_probability"].to_numpy(dtype=np.float64)
-        churn = proba >= result["threshold"].to_numpy(dtype=np.float64)
-        model = str(result["model"].iloc[0])
+        proba = np.asarray(result["churn_probability"], dtype=np.float64)
+        churn = proba >= result["threshold"]
+        model = result["model"]
         lines = []
         for i, rec in enumerate(records):
             lines.append(

@@ -169,9 +169,11 @@ def _log_with_service_code(home: Path, frame: pd.DataFrame, folder: Path) -> Non
     records = data.to_dict(orient="records")
     for start in range(0, len(records), 25):
         chunk = records[start : start + 25]
-        result = pd.DataFrame(
-            {"churn_probability": 0.3, "threshold": 0.5, "model": "churn_model:test"}, index=range(len(chunk))
-        )
+        result = {
+            "churn_probability": np.full(len(chunk), 0.3),
+            "threshold": 0.5,
+            "model": "churn_model:test",
+        }
         log.append("req", result, chunk, [None] * len(chunk))
     log.close()
 

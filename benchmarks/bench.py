@@ -1,0 +1,502 @@
+"""Side-by-side benchmark, one run, one machine, the same trained model (`make bench`).
+
+1. the limit: the pipeline's predict_proba in-process;  2. FastAPI + uvicorn (async def, same
+validation), 2 workers;  3. MLServer 1.7.1 + mlserver-sklearn (own venv, adaptive batching 32 /
+5 ms, 2 parallel workers, V2 REST with the pandas codec);  4. this service over HTTP;  5. over gRPC.
+Loads (fixed duration after a warm-up): 1 record from 1 client, 1 record from 32 clients,
+1,000 records from 4 clients. HTTP load comes from `hey` (Debian); gRPC from a small asyncio client.
+Also: the drift check on 100,000 rows vs the same tests in scipy, training time, cold start.
+Writes benchmarks/results/<UTC date>.json and prints a markdown table.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+import os
+import platform
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import psutil
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from churn.client import records_from_csv  # noqa: E402
+from churn.schema import FEATURES, records_to_frame  # noqa: E402
+from tests.support import Server, free_port, http, state_env  # noqa: E402
+
+DURATION = float(os.environ.get("BENCH_SECONDS", "8"))
+WARMUP = 2.0
+DATA = ROOT / "data" / "telco_churn.csv"
+RECORDS = records_from_csv(str(DATA))
+SCRATCH = ROOT / "benchmarks" / "scratch"
+MLSERVER_VENV = ROOT / ".venv-mlserver"
+LOADS = [("1 record, 1 client", 1, 1), ("1 record, 32 clients", 1, 32), ("1000 records, 4 clients", 1000, 4)]
+
+
+class Sampler:
+    """CPU seconds and peak RSS of a process tree while a load runs."""
+
+    def __init__(self, pid: int):
+        self.root = psutil.Process(pid)
+        self.peak = 0
+        self._stop = threading.Event()
+
+    def _procs(self):
+        try:
+            return [self.root, *self.root.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            return []
+
+    def _cpu(self) -> float:
+        total = 0.0
+        for p in self._procs():
+            try:
+                t = p.cpu_times()
+                total += t.user + t.system
+            except psutil.NoSuchProcess:
+                pass
+        return total
+
+    def __enter__(self):
+        self.cpu0, self.t0 = self._cpu(), time.monotonic()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+        return self
+
+    def _run(self):
+        while not self._stop.is_set():
+            rss = 0
+            for p in self._procs():
+                try:
+                    rss += p.memory_info().rss
+                except psutil.NoSuchProcess:
+                    pass
+            self.peak = max(self.peak, rss)
+            time.sleep(0.2)
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self.thread.join()
+        self.cores = (self._cpu() - self.cpu0) / (time.monotonic() - self.t0)
+
+
+def hey(url: str, body: bytes, clients: int, seconds: float) -> dict:
+    with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as fh:
+        fh.write(body)
+    out = subprocess.run(
+        [
+            "hey",
+            "-z",
+            f"{seconds}s",
+            "-c",
+            str(clients),
+            "-m",
+            "POST",
+            "-T",
+            "application/json",
+            "-D",
+            fh.name,
+            url,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=seconds + 120,
+    ).stdout
+    os.unlink(fh.name)
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    lat = {q: float(s) * 1000 for q, s in re.findall(r"(\d+)%% in ([\d.]+) secs".replace("%%", "%"), out)}
+    codes = {int(c): int(n) for c, n in re.findall(r"\[(\d+)\]\s+(\d+) responses", out)}
+    errors = sum(n for c, n in codes.items() if c != 200)
+    err_block = out.split("Error distribution:")[1] if "Error distribution:" in out else ""
+    errors += sum(int(n) for n in re.findall(r"\[(\d+)\]", err_block))
+    return {
+        "rps": rps,
+        "p50_ms": lat.get("50"),
+        "p95_ms": lat.get("95"),
+        "p99_ms": lat.get("99"),
+        "errors": errors,
+        "ok": codes.get(200, 0),
+    }
+
+
+def grpc_load(address: str, body: dict, clients: int, seconds: float) -> dict:
+    import grpc
+    from bentoml.grpc.v1 import service_pb2 as pb
+    from bentoml.grpc.v1 import service_pb2_grpc
+    from google.protobuf import json_format, struct_pb2
+
+    request = pb.Request(api_name="predict", json=json_format.ParseDict(body, struct_pb2.Value()))
+    latencies: list[float] = []
+    errors = 0
+
+    async def run():
+        nonlocal errors
+        async with grpc.aio.insecure_channel(
+            address, options=[("grpc.max_receive_message_length", 64 << 20)]
+        ) as ch:
+            stub = service_pb2_grpc.BentoServiceStub(ch)
+            stop = time.monotonic() + seconds
+
+            async def worker():
+                nonlocal errors
+                while time.monotonic() < stop:
+                    t = time.perf_counter()
+                    try:
+                        await stub.Call(request, timeout=30)
+                        latencies.append(time.perf_counter() - t)
+                    except grpc.RpcError:
+                        errors += 1
+
+            await asyncio.gather(*(worker() for _ in range(clients)))
+
+    started = time.monotonic()
+    asyncio.run(run())
+    elapsed = time.monotonic() - started
+    ms = np.array(latencies) * 1000
+    return {
+        "rps": len(latencies) / elapsed,
+        "p50_ms": float(np.percentile(ms, 50)),
+        "p95_ms": float(np.percentile(ms, 95)),
+        "p99_ms": float(np.percentile(ms, 99)),
+        "errors": errors,
+        "ok": len(latencies),
+    }
+
+
+def mlserver_body(records: list[dict]) -> dict:
+    inputs = []
+    for f in FEATURES:
+        values = [r[f.name] for r in records]
+        if f.is_categorical and f.name != "SeniorCitizen":
+            inputs.append({"name": f.name, "shape": [len(values), 1], "datatype": "BYTES", "data": values})
+        elif f.kind == "numeric":
+            inputs.append({"name": f.name, "shape": [len(values), 1], "datatype": "FP64", "data": values})
+        else:
+            inputs.append({"name": f.name, "shape": [len(values), 1], "datatype": "INT64", "data": values})
+    return {"parameters": {"content_type": "pd"}, "inputs": inputs, "outputs": [{"name": "predict_proba"}]}
+
+
+def wait_http(url: str, timeout: float = 120, method: str = "GET") -> float:
+    start = time.monotonic()
+    while time.monotonic() - start < timeout:
+        try:
+            if http(method, url, timeout=2)[0] == 200:
+                return time.monotonic() - start
+        except OSError:
+            pass
+        time.sleep(0.1)
+    raise RuntimeError(f"{url} not ready in {timeout}s")
+
+
+def stop_tree(proc: subprocess.Popen) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(30)
+    except (ProcessLookupError, subprocess.TimeoutExpired):
+        os.killpg(proc.pid, signal.SIGKILL)
+
+
+def run_loads(name: str, pid: int, url_for, body_for) -> dict:
+    out = {}
+    for label, n, clients in LOADS:
+        records = (RECORDS * 2)[:n] if n > 1 else RECORDS[:1]
+        body = body_for(records)
+        url = url_for()
+
+        def load(b, c, s, url=url):
+            return (
+                grpc_load(url, b, c, s) if name == "bentoml_grpc" else hey(url, json.dumps(b).encode(), c, s)
+            )
+
+        load(body, clients, WARMUP)
+        with Sampler(pid) as sampler:
+            result = load(body, clients, DURATION)
+        result |= {
+            "rows_per_s": result["rps"] * n,
+            "cpu_cores": round(sampler.cores, 2),
+            "peak_rss_mb": round(sampler.peak / 1e6),
+        }
+        out[label] = result
+        print(
+            f"  {name:14s} {label:24s} {result['rps']:8.1f} req/s  p99 {result['p99_ms']:7.1f} ms  "
+            f"errors {result['errors']}",
+            file=sys.stderr,
+        )
+    return out
+
+
+def in_process(model) -> dict:
+    one = records_to_frame(RECORDS[:1])
+    thousand = records_to_frame((RECORDS * 2)[:1000])
+    for _ in range(20):
+        model.predict_proba(one)
+    t = time.perf_counter()
+    n1 = 400
+    for _ in range(n1):
+        model.predict_proba(one)
+    one_ms = (time.perf_counter() - t) / n1 * 1000
+    t = time.perf_counter()
+    n2 = 40
+    for _ in range(n2):
+        model.predict_proba(thousand)
+    thousand_s = (time.perf_counter() - t) / n2
+    return {
+        "1 record": {"ms": one_ms, "rows_per_s": 1000 / one_ms},
+        "1000 records": {"ms": thousand_s * 1000, "rows_per_s": 1000 / thousand_s},
+    }
+
+
+def drift_bench(home: Path) -> dict:
+    import pandas as pd
+    from scipy.stats import chi2_contingency, ks_2samp
+
+    from churn.model import load_reference
+    from churn.settings import settings_from_env
+    from monitoring.data import normalise
+    from monitoring.detector import encode
+
+    raw = pd.read_csv(DATA, dtype=str, keep_default_na=False)
+    big = raw.sample(100_000, replace=True, random_state=0)
+    path = SCRATCH / "current-100k.csv"
+    big.to_csv(path, index=False)
+    env = state_env(home)
+    t = time.perf_counter()
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "monitoring.drift",
+            "--current",
+            str(path),
+            "--output-dir",
+            str(SCRATCH / "drift-report"),
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    drift_s = time.perf_counter() - t
+    assert proc.returncode == 0, proc.stderr
+    settings = settings_from_env(env)
+    from churn.registry import current_tag
+
+    reference = normalise(
+        load_reference(settings, current_tag(settings.registry_path, settings.model_name)), "ref"
+    )
+    t = time.perf_counter()
+    current = normalise(pd.read_csv(path, dtype=str, keep_default_na=False), "cur")
+    x_ref, _ = encode(reference)
+    x_cur, _ = encode(current)
+    for i, f in enumerate(FEATURES):
+        if f.is_categorical:
+            cats = np.union1d(x_ref[:, i], x_cur[:, i])
+            table = np.array([[np.sum(x[:, i] == c) for c in cats] for x in (x_ref, x_cur)])
+            chi2_contingency(table)
+        else:
+            ks_2samp(x_ref[:, i], x_cur[:, i])
+    floor_s = time.perf_counter() - t
+    return {"drift_command_s": drift_s, "scipy_floor_s": floor_s, "ratio": drift_s / floor_s}
+
+
+def main() -> int:
+    if shutil.which("hey") is None:
+        print("error: `hey` is missing (make bench installs it)", file=sys.stderr)
+        return 2
+    shutil.rmtree(SCRATCH, ignore_errors=True)
+    SCRATCH.mkdir(parents=True)
+    home = SCRATCH / "mlops"
+    env = state_env(home)
+    t = time.perf_counter()
+    out = subprocess.run(
+        [sys.executable, "-m", "training.train"], cwd=ROOT, env=env, capture_output=True, text=True
+    )
+    training_s = time.perf_counter() - t
+    tag = json.loads(out.stdout.strip().splitlines()[-1])["tag"]
+    os.environ.update(MLOPS_HOME=str(home), BENTOML_HOME=str(home / "bentoml"))
+    from churn.model import load_current
+    from churn.settings import settings_from_env
+
+    model = load_current(settings_from_env(env))
+    results: dict = {
+        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "machine": {
+            "cpus": os.cpu_count(),
+            "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),
+            "platform": platform.platform(),
+            "python": platform.python_version(),
+            "processor": platform.processor() or platform.machine(),
+        },
+        "model": tag,
+        "duration_s": DURATION,
+        "training_s": training_s,
+        "in_process": in_process(model),
+        "servers": {},
+    }
+    print(f"in-process: {results['in_process']}", file=sys.stderr)
+    logs = SCRATCH / "logs"
+    logs.mkdir()
+
+    # FastAPI, 2 workers (as many API workers as the BentoML service runs here)
+    port = free_port()
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "benchmarks.fastapi_app:app",
+            "--port",
+            str(port),
+            "--workers",
+            "2",
+            "--log-level",
+            "warning",
+        ],
+        cwd=ROOT,
+        env=env,
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        http("POST", f"http://127.0.0.1:{port}/predict", {"instances": RECORDS[:1]}) if wait_http(
+            f"http://127.0.0.1:{port}/docs"
+        ) else None
+        results["servers"]["fastapi"] = run_loads(
+            "fastapi", proc.pid, lambda: f"http://127.0.0.1:{port}/predict", lambda r: {"instances": r}
+        )
+    finally:
+        stop_tree(proc)
+
+    # MLServer
+    if (MLSERVER_VENV / "bin" / "mlserver").exists():
+        import joblib
+
+        mdir = SCRATCH / "mlserver"
+        mdir.mkdir()
+        joblib.dump(model.pipeline, mdir / "model.joblib")
+        mport, gport, metrics = free_port(), free_port(), free_port()
+        (mdir / "settings.json").write_text(
+            json.dumps(
+                {"http_port": mport, "grpc_port": gport, "metrics_port": metrics, "parallel_workers": 2}
+            )
+        )
+        (mdir / "model-settings.json").write_text(
+            json.dumps(
+                {
+                    "name": "churn",
+                    "implementation": "mlserver_sklearn.SKLearnModel",
+                    "parameters": {"uri": "./model.joblib", "version": "v1"},
+                    "max_batch_size": 32,
+                    "max_batch_time": 0.005,
+                }
+            )
+        )
+        log_file = open(logs / "mlserver.log", "wb")  # noqa: SIM115 - lives as long as the server
+        proc = subprocess.Popen(
+            [str(MLSERVER_VENV / "bin" / "mlserver"), "start", str(mdir)],
+            cwd=mdir,
+            start_new_session=True,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            wait_http(f"http://127.0.0.1:{mport}/v2/models/churn/ready", timeout=180)
+            url = f"http://127.0.0.1:{mport}/v2/models/churn/infer"
+            status, body, _ = http("POST", url, mlserver_body(RECORDS[:2]))
+            assert status == 200, body
+            results["servers"]["mlserver"] = run_loads("mlserver", proc.pid, lambda: url, mlserver_body)
+        finally:
+            stop_tree(proc)
+    else:
+        print("MLServer venv missing: skipped (make bench installs it)", file=sys.stderr)
+
+    # This service: HTTP and gRPC
+    for kind in ("http", "grpc"):
+        srv = Server(kind, home, logs)
+        t = time.perf_counter()
+        srv.start()
+        if kind == "http":
+            wait_http(srv.url + "/startup")
+            results["cold_start_s"] = time.perf_counter() - t
+        try:
+            name = f"bentoml_{kind}"
+            results["servers"][name] = run_loads(
+                name,
+                srv.proc.pid,
+                (lambda s=srv: s.url + "/predict") if kind == "http" else (lambda s=srv: s.address),
+                lambda r: {"instances": r},
+            )
+        finally:
+            srv.stop()
+
+    results["drift"] = drift_bench(home)
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d")
+    out_dir = ROOT / "benchmarks" / "results"
+    out_dir.mkdir(exist_ok=True)
+    (out_dir / f"{stamp}.json").write_text(json.dumps(results, indent=2) + "\n")
+    print(markdown(results))
+    return 0
+
+
+def markdown(r: dict) -> str:
+    lines = [
+        f"Benchmark {r['date']} — {r['machine']['cpus']} cores, {r['machine']['memory_gb']} GiB, "
+        f"Python {r['machine']['python']}, {DURATION:.0f} s per load, model {r['model']}",
+        "",
+        "| server | load | req/s | rows/s | p50 ms | p95 ms | p99 ms | errors | CPU cores | peak RSS MB |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    ip = r["in_process"]
+    lines.append(
+        f"| in-process predict_proba | 1 record | {1000 / ip['1 record']['ms']:.0f} | "
+        f"{ip['1 record']['rows_per_s']:.0f} | {ip['1 record']['ms']:.2f} | | | | 1 | |"
+    )
+    lines.append(
+        f"| in-process predict_proba | 1000 records | {1000 / ip['1000 records']['ms']:.1f} | "
+        f"{ip['1000 records']['rows_per_s']:.0f} | {ip['1000 records']['ms']:.1f} | | | | 1 | |"
+    )
+    for name, loads in r["servers"].items():
+        for label, x in loads.items():
+            lines.append(
+                f"| {name} | {label} | {x['rps']:.1f} | {x['rows_per_s']:.0f} | {x['p50_ms']:.1f} | "
+                f"{x['p95_ms']:.1f} | {x['p99_ms']:.1f} | {x['errors']} | {x['cpu_cores']} | "
+                f"{x['peak_rss_mb']} |"
+            )
+    s = r["servers"]
+    key = "1 record, 32 clients"
+    ratios = []
+    if "bentoml_http" in s:
+        h = s["bentoml_http"][key]["rps"]
+        if "mlserver" in s:
+            ratios.append(f"HTTP vs MLServer (32 clients): {h / s['mlserver'][key]['rps']:.2f}x")
+        ratios.append(f"HTTP vs FastAPI (32 clients): {h / s['fastapi'][key]['rps']:.2f}x")
+        ratios.append(f"gRPC vs HTTP (32 clients): {s['bentoml_grpc'][key]['rps'] / h:.2f}x")
+        rows = s["bentoml_http"]["1000 records, 4 clients"]["rows_per_s"]
+        ratios.append(
+            f"1000-record rows/s vs in-process limit: {rows / ip['1000 records']['rows_per_s']:.2f}"
+        )
+    ratios.append(
+        f"drift check vs scipy floor (100k rows): {r['drift']['ratio']:.2f}x "
+        f"({r['drift']['drift_command_s']:.1f} s vs {r['drift']['scipy_floor_s']:.1f} s)"
+    )
+    ratios.append(
+        f"training: {r['training_s']:.1f} s; cold start to /startup 200: {r.get('cold_start_s', 0):.1f} s"
+    )
+    return "\n".join(lines + [""] + [f"- {x}" for x in ratios])
+
+
+if __name__ == "__main__":
+    sys.exit(main())

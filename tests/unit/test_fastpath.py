@@ -1,0 +1,50 @@
+"""The lean scoring path must give the pipeline's own probabilities, or not be used."""
+
+import numpy as np
+import pytest
+from sklearn.model_selection import train_test_split
+
+from churn.fastpath import FastScorer, build_fast_scorer
+from churn.schema import EXAMPLE_RECORD, parse_predict_request, read_csv, records_to_frame
+from tests.support import DATA
+from training.train import build_pipeline
+
+
+@pytest.fixture(scope="module")
+def fitted():
+    data = read_csv(str(DATA), require_label=True)
+    X_train, X_test, y_train, _ = train_test_split(data.features, data.label, test_size=0.2, random_state=0)
+    return build_pipeline(0).fit(X_train, y_train), X_test
+
+
+def test_fast_path_reproduces_the_pipeline_on_unseen_rows(fitted):
+    pipeline, X_test = fitted
+    expected = pipeline.predict_proba(X_test)[:, 1]
+    scorer = build_fast_scorer(pipeline, X_test.to_dict(orient="records"), expected)
+    assert scorer is not None
+    # JSON records as the API gets them (ints, floats from gRPC) give the same answers
+    records, _ = parse_predict_request(
+        {"instances": [EXAMPLE_RECORD, dict(EXAMPLE_RECORD, SeniorCitizen=1.0)]}
+    )
+    frame_proba = pipeline.predict_proba(records_to_frame(records))[:, 1]
+    assert np.allclose(scorer.predict_records(records), frame_proba, atol=1e-12, rtol=0)
+    # a category the encoder never saw scores like handle_unknown="ignore" does
+    odd = dict(records[0], Contract="Lifetime")
+    assert np.isclose(
+        scorer.predict_records([odd])[0],
+        pipeline.predict_proba(records_to_frame([odd]))[:, 1][0],
+    )
+
+
+def test_a_scorer_that_disagrees_is_refused(fitted):
+    pipeline, X_test = fitted
+    expected = pipeline.predict_proba(X_test)[:, 1] + 1e-6
+    assert build_fast_scorer(pipeline, X_test.to_dict(orient="records"), expected) is None
+
+
+def test_other_pipelines_are_refused():
+    from sklearn.ensemble import RandomForestClassifier
+    from sklearn.pipeline import Pipeline
+
+    with pytest.raises((ValueError, KeyError)):
+        FastScorer(Pipeline([("classifier", RandomForestClassifier())]))
