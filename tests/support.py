@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -19,10 +20,29 @@ VENV_BIN = Path(sys.executable).parent
 DATA = ROOT / "data" / "telco_churn.csv"
 
 
+def _ephemeral_range() -> tuple[int, int]:
+    try:
+        lo, hi = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return int(lo), int(hi)
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A free port BELOW the kernel's ephemeral range. A port from that range (what binding port 0
+    returns) can be taken by any outgoing connection before the server binds it, and a client
+    polling it before the server listens can even connect to itself (TCP self-connect): seen here
+    as a gRPC worker failing with 'Address already in use'."""
+    lo, _ = _ephemeral_range()
+    for _ in range(500):
+        port = random.randint(max(1024, lo - 12000), lo - 1)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port below the ephemeral range")
 
 
 def state_env(mlops_home: Path, **extra: str) -> dict[str, str]:
@@ -142,8 +162,9 @@ class Server:
                 return http("GET", self.url + "/health", timeout=2)[0] == 200
             except OSError:
                 return False
-        with socket.socket() as s:
-            return s.connect_ex(("127.0.0.1", self.port)) == 0
+        from churn.client import grpc_health
+
+        return grpc_health(self.address, timeout=2) in ("SERVING", "NOT_SERVING")
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 30) -> None:
         if self.proc is None or self.proc.poll() is not None:
