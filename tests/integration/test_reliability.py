@@ -298,7 +298,15 @@ def test_corrupt_model_files_are_reported_not_served_and_rollback_restores(tmp_p
     v2 = train(home, "--seed", "3", "--promote", "always")["tag"]
     running = Server("http", home, tmp_path, RELOAD_INTERVAL_SECONDS="1").start()
     try:
-        wait_for(lambda: http("GET", running.url + "/startup")[1].get("model") == v2, 30, what="v2 served")
+        # Every API worker of the running server must hold v2 before the files break (a worker
+        # that starts later is a new server): 20 answers in a row from v2.
+        def all_workers_on_v2():
+            return all(
+                http("POST", running.url + "/predict", {"instances": RECORDS[:1]})[1].get("model") == v2
+                for _ in range(20)
+            )
+
+        wait_for(all_workers_on_v2, 60, what="v2 served by every worker")
         name, version = v2.split(":")
         model_file = home / "bentoml" / "models" / name / version / "saved_model.pkl"
         model_file.write_bytes(b"this is not a pickle")
