@@ -113,8 +113,8 @@ def read_prediction_log(
         try:
             with open(path, "rb") as fh:
                 for line in fh:
-                    if not line.strip():
-                        continue
+                    if not line.strip() or not line.endswith(b"\n"):
+                        continue  # blank, or the last line of a file the service is appending to
                     total += 1
                     try:
                         entry = json.loads(line)

@@ -193,7 +193,9 @@ def test_prediction_log_holds_every_served_prediction(http_server, served_home):
     def lines():
         found = []
         for path in (home / "predictions").glob("*.jsonl"):
-            for line in path.read_text().splitlines():
+            text = path.read_text()
+            # the log may be mid-append (another request's 10,000 lines): whole lines only
+            for line in text[: text.rfind("\n") + 1].splitlines():
                 entry = json.loads(line)
                 if entry["request_id"] == request_id:
                     found.append(entry)
