@@ -225,7 +225,8 @@ def test_killed_runner_recovers_by_itself_with_clean_503s(home, tmp_path):
             while not stop.is_set():
                 t = time.monotonic()
                 try:
-                    status = http("POST", srv.url + "/predict", {"instances": [RECORDS[i]]}, timeout=10)[0]
+                    # 30 s: the bound on a request's wait; circus restarts the runners well within it
+                    status = http("POST", srv.url + "/predict", {"instances": [RECORDS[i]]}, timeout=30)[0]
                 except OSError:
                     status = -1  # a hang (client timeout) or a dropped connection: what must not happen
                 results.append((t, status))
