@@ -28,8 +28,6 @@ from churn.settings import Settings
 
 log = logging.getLogger("churn.serving")
 
-RESULT_COLUMNS = ("churn_probability", "threshold", "model")
-
 
 class ModelHolder:
     """The model a runner serves, swapped in place when the registry's current model changes."""
@@ -43,10 +41,6 @@ class ModelHolder:
         self._refresh_lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-
-    @property
-    def model(self) -> LoadedModel | None:
-        return self._model
 
     def refresh(self) -> None:
         """Look at the registry once; load the current model if it is not the one held."""
@@ -166,10 +160,15 @@ def start_drift_gauges(settings: Settings, detected, p_value, created) -> thread
     return thread
 
 
+def outcomes(result: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+    """Probabilities and churn labels (probability >= the computing model's threshold)."""
+    proba = np.asarray(result["churn_probability"], dtype=np.float64)
+    return proba, proba >= result["threshold"]
+
+
 def build_response(result: dict[str, Any], ids: list[Any]) -> dict[str, Any]:
     """The API's 200 body."""
-    proba = np.asarray(result["churn_probability"], dtype=np.float64)
-    churn = proba >= result["threshold"]
+    proba, churn = outcomes(result)
     return {
         "model": result["model"],
         "predictions": [
@@ -249,8 +248,7 @@ class PredictionLog:
     ) -> None:
         when = dt.datetime.fromtimestamp(ts, dt.UTC)
         stamp = when.isoformat(timespec="milliseconds").replace("+00:00", "Z")
-        proba = np.asarray(result["churn_probability"], dtype=np.float64)
-        churn = proba >= result["threshold"]
+        proba, churn = outcomes(result)
         model = result["model"]
         lines = []
         for i, rec in enumerate(records):
