@@ -11,6 +11,7 @@ BENTOML_HOME and follows the registry (hot reload).
 from __future__ import annotations
 
 import asyncio
+import atexit
 import json
 import logging
 import os
@@ -29,13 +30,15 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from churn.logs import setup_logging
+from churn.metrics import serving_metrics
 from churn.schema import RecordValidationError, parse_predict_request
 from churn.serving import (
+    HolderStatus,
     ModelHolder,
     PredictionLog,
+    ScoreResult,
     build_response,
     openapi_request_model,
-    start_drift_gauges,
 )
 from churn.settings import load_settings, settings_from_env
 
@@ -53,18 +56,23 @@ class ChurnRunnable(bentoml.legacy.Runnable):
     def __init__(self) -> None:
         settings = load_settings()
         setup_logging(settings, "runner", stream=sys.stdout)
+        metrics = serving_metrics()
         # Loads lazily and never raises: the API may start before the training Job has finished.
-        self.holder = ModelHolder(settings)
+        self.holder = ModelHolder(
+            settings, PredictionLog(settings, on_drop=metrics.log_dropped.inc), metrics=metrics
+        )
         self.holder.start()
+        # Flush the prediction log when the process exits (SIGTERM included: BentoML exits cleanly).
+        atexit.register(self.holder.stop)
 
     # Not batchable: a request's records are scored in microseconds each on the verified fast path
     # (churn/fastpath.py), so there is nothing for adaptive batching to amortise.
     @bentoml.legacy.Runnable.method(batchable=False)
-    def predict(self, records: list[dict[str, Any]]) -> dict[str, Any]:
-        return self.holder.predict(records)
+    def predict(self, records: list[dict[str, Any]], ids: list[Any], request_id: str) -> ScoreResult:
+        return self.holder.score(records, ids, request_id)
 
     @bentoml.legacy.Runnable.method(batchable=False)
-    def status(self) -> dict[str, Any]:
+    def status(self) -> HolderStatus:
         return self.holder.status()
 
 
@@ -79,75 +87,11 @@ runner = bentoml.legacy.Runner(
 svc = bentoml.legacy.Service("churn_service", runners=[runner])
 
 
-class _State:
-    """Per-worker objects, made at start-up (not import): settings, prediction log, metrics."""
-
-    settings = None
-    prediction_log: PredictionLog | None = None
-    metrics: dict[str, Any] = {}
-    served_model: str | None = None
-
-
-state = _State()
-
-
 @svc.on_startup
 def _startup(_ctx: bentoml.Context) -> None:
-    import prometheus_client as prom  # after BentoML has set PROMETHEUS_MULTIPROC_DIR
-
-    state.settings = load_settings()
-    setup_logging(state.settings, "api", stream=sys.stdout)
-    state.metrics = {
-        "predictions": prom.Counter(
-            "churn_predictions", "Predictions served, by outcome and model", ["outcome", "model"]
-        ),
-        "log_dropped": prom.Counter(
-            "churn_prediction_log_dropped", "Prediction-log records dropped (queue full or write failed)"
-        ),
-        "model_info": prom.Gauge(
-            "churn_model_info",
-            "1 for the model version this worker serves",
-            ["model"],
-            multiprocess_mode="livemax",
-        ),
-    }
-    state.prediction_log = PredictionLog(state.settings, on_drop=state.metrics["log_dropped"].inc)
-    start_drift_gauges(
-        state.settings,
-        prom.Gauge(
-            "churn_drift_detected", "1 if the latest drift check found drift", multiprocess_mode="livemax"
-        ),
-        prom.Gauge(
-            "churn_drift_p_value",
-            "p-value of the latest drift test, per feature",
-            ["feature"],
-            multiprocess_mode="livemax",
-        ),
-        prom.Gauge(
-            "churn_drift_report_timestamp_seconds",
-            "when the latest drift report was made",
-            multiprocess_mode="livemax",
-        ),
-    )
-    log.info(
-        "API worker started (MLOPS_HOME=%s, model name %s)",
-        state.settings.mlops_home,
-        state.settings.model_name,
-    )
-
-
-@svc.on_shutdown
-def _shutdown(_ctx: bentoml.Context) -> None:
-    if state.prediction_log is not None:
-        state.prediction_log.close()
-
-
-def _note_served_model(tag: str | None) -> None:
-    if tag and tag != state.served_model and state.metrics:
-        if state.served_model:
-            state.metrics["model_info"].labels(model=state.served_model).set(0)
-        state.metrics["model_info"].labels(model=tag).set(1)
-        state.served_model = tag
+    settings = load_settings()
+    setup_logging(settings, "api", stream=sys.stdout)
+    log.info("API worker started (MLOPS_HOME=%s, model name %s)", settings.mlops_home, settings.model_name)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -234,34 +178,23 @@ async def predict(body: Any, ctx: bentoml.Context | None = None) -> dict[str, An
         records, ids = parse_predict_request(body)
     except RecordValidationError as exc:
         return _client_error(ctx, _ClientError(400, exc.as_dict()))
+    # The same id BentoML returns in the X-BentoML-Request-ID header, so that a prediction-log line
+    # can be matched with the response a client got.
+    request_id = trace_context.request_id
+    request_id = str(request_id) if request_id is not None else uuid.uuid4().hex
     try:
         # Bounded: a request caught in a runner process that dies is otherwise left waiting.
-        result = await asyncio.wait_for(runner.predict.async_run(records), RUNNER_TIMEOUT_SECONDS)
+        result = await asyncio.wait_for(
+            runner.predict.async_run(records, ids, request_id), RUNNER_TIMEOUT_SECONDS
+        )
     except Exception as exc:
         # The runner process is down or restarting (killed, OOM) or shed the load: a clean,
         # retryable 503 instead of BentoML's bare 500. The input was already validated.
         log.warning("runner call failed: %s: %s", type(exc).__name__, exc)
         return _unavailable(ctx, f"model runner unavailable ({type(exc).__name__}); retry shortly")
-    tag = result["model"]
-    if not tag:
-        status = await _runner_status()
-        return _unavailable(ctx, status.get("error") or "no model loaded yet")
-    response = build_response(result, ids)
-    _note_served_model(tag)
-    if state.metrics:
-        churned = sum(p["churn"] for p in response["predictions"])
-        if churned:
-            state.metrics["predictions"].labels(outcome="churn", model=tag).inc(churned)
-        if len(records) - churned:
-            state.metrics["predictions"].labels(outcome="no_churn", model=tag).inc(len(records) - churned)
-    if state.prediction_log is not None:
-        # The same id BentoML returns in the X-BentoML-Request-ID header, so a log line can be
-        # matched with the response a client got.
-        request_id = trace_context.request_id
-        state.prediction_log.append(
-            str(request_id) if request_id is not None else uuid.uuid4().hex, result, records, ids
-        )
-    return response
+    if not result.models:
+        return _unavailable(ctx, result.error or "no model loaded yet")
+    return build_response(result, ids)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -269,18 +202,12 @@ async def predict(body: Any, ctx: bentoml.Context | None = None) -> dict[str, An
 # ------------------------------------------------------------------------------------------------
 
 
-async def _runner_status() -> dict[str, Any]:
+async def _runner_status() -> tuple[HolderStatus | None, str | None]:
+    """The runner's status, or (None, why) when it does not answer."""
     try:
-        status = await asyncio.wait_for(runner.status.async_run(), STATUS_TIMEOUT_SECONDS)
+        return await asyncio.wait_for(runner.status.async_run(), STATUS_TIMEOUT_SECONDS), None
     except Exception as exc:  # the runner process is down, restarting or stuck
-        return {
-            "loaded": False,
-            "runner": False,
-            "error": f"runner not answering: {type(exc).__name__}: {exc}",
-        }
-    status["runner"] = True
-    _note_served_model(status.get("model"))
-    return status
+        return None, f"runner not answering: {type(exc).__name__}: {exc}"
 
 
 async def health(_request: Request) -> JSONResponse:
@@ -290,26 +217,28 @@ async def health(_request: Request) -> JSONResponse:
 
 
 async def startup(_request: Request) -> JSONResponse:
-    status = await _runner_status()
-    if status["loaded"]:
-        return JSONResponse({"status": "started", "model": status["model"]})
-    return JSONResponse({"status": "starting", "reason": status["error"]}, status_code=503)
+    status, down = await _runner_status()
+    if status is not None and status.loaded:
+        return JSONResponse({"status": "started", "model": status.model})
+    return JSONResponse({"status": "starting", "reason": down or status.error}, status_code=503)
 
 
 async def ready(_request: Request) -> JSONResponse:
-    status = await _runner_status()
-    if status["loaded"] and status["runner"]:
-        return JSONResponse({"status": "ready", "model": status["model"]})
-    return JSONResponse({"status": "not_ready", "reason": status["error"]}, status_code=503)
+    status, down = await _runner_status()
+    if status is not None and status.loaded:
+        return JSONResponse({"status": "ready", "model": status.model})
+    return JSONResponse({"status": "not_ready", "reason": down or status.error}, status_code=503)
 
 
 async def model_info(_request: Request) -> JSONResponse:
-    status = await _runner_status()
-    if not status["loaded"]:
-        return JSONResponse({"error": "model_unavailable", "message": status["error"]}, status_code=503)
-    body = status["details"] | {
-        "registry_current": status["registry_current"],
-        "reload_error": status["error"],
+    status, down = await _runner_status()
+    if status is None or not status.loaded:
+        message = down or status.error
+        return JSONResponse({"error": "model_unavailable", "message": message}, status_code=503)
+    body = status.details | {
+        "registry_current": status.registry_current,
+        "reload_error": status.error,
+        "candidate": status.candidate,
     }
     return JSONResponse(body)
 
@@ -362,10 +291,11 @@ class ChurnGrpcInterceptor(grpc.aio.ServerInterceptor):
         async def check(request, context):
             if request.service not in GRPC_SERVICE_NAMES:
                 await context.abort(grpc.StatusCode.NOT_FOUND, f"unknown service {request.service!r}")
-            status = await _runner_status()
+            status, _ = await _runner_status()
             serving = health_pb2.HealthCheckResponse.SERVING
+            loaded = status is not None and status.loaded
             return health_pb2.HealthCheckResponse(
-                status=serving if status["loaded"] else health_pb2.HealthCheckResponse.NOT_SERVING
+                status=serving if loaded else health_pb2.HealthCheckResponse.NOT_SERVING
             )
 
         return grpc.unary_unary_rpc_method_handler(

@@ -344,41 +344,49 @@ def main() -> int:
         "training_s": training_s,
         "in_process": in_process(model),
         "servers": {},
+        # How each server scores: "pipeline" (sklearn pipeline on a DataFrame) or "fast" (the
+        # verified fast scorer of churn/fastpath.py).
+        "scoring": {"mlserver": "pipeline"},
     }
     print(f"in-process: {results['in_process']}", file=sys.stderr)
     logs = SCRATCH / "logs"
     logs.mkdir()
 
-    # FastAPI, 2 workers (as many API workers as the BentoML service runs here)
-    port = free_port()
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "uvicorn",
-            "benchmarks.fastapi_app:app",
-            "--port",
-            str(port),
-            "--workers",
-            "2",
-            "--log-level",
-            "warning",
-        ],
-        cwd=ROOT,
-        env=env,
-        start_new_session=True,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        http("POST", f"http://127.0.0.1:{port}/predict", {"instances": RECORDS[:1]}) if wait_http(
-            f"http://127.0.0.1:{port}/docs"
-        ) else None
-        results["servers"]["fastapi"] = run_loads(
-            "fastapi", proc.pid, lambda: f"http://127.0.0.1:{port}/predict", lambda r: {"instances": r}
+    # FastAPI, 2 workers (as many API workers as the BentoML service runs here): once scoring
+    # through the sklearn pipeline as its users would, once through this service's fast scorer.
+    for scoring in ("pipeline", "fast"):
+        port = free_port()
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "uvicorn",
+                "benchmarks.fastapi_app:app",
+                "--port",
+                str(port),
+                "--workers",
+                "2",
+                "--log-level",
+                "warning",
+            ],
+            cwd=ROOT,
+            env=env | {"BENCH_SCORING": scoring},
+            start_new_session=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
-    finally:
-        stop_tree(proc)
+        name = "fastapi" if scoring == "pipeline" else "fastapi_fast"
+        try:
+            wait_http(f"http://127.0.0.1:{port}/docs")
+            results["servers"][name] = run_loads(
+                name,
+                proc.pid,
+                lambda port=port: f"http://127.0.0.1:{port}/predict",
+                lambda r: {"instances": r},
+            )
+            results["scoring"][name] = scoring
+        finally:
+            stop_tree(proc)
 
     # MLServer
     if (MLSERVER_VENV / "bin" / "mlserver").exists():
@@ -431,6 +439,9 @@ def main() -> int:
         if kind == "http":
             wait_http(srv.url + "/startup")
             results["cold_start_s"] = time.perf_counter() - t
+            results["scoring"]["bentoml_http"] = results["scoring"]["bentoml_grpc"] = http(
+                "GET", srv.url + "/model"
+            )[1]["scoring"]
         try:
             name = f"bentoml_{kind}"
             results["servers"][name] = run_loads(
@@ -456,22 +467,24 @@ def markdown(r: dict) -> str:
         f"Benchmark {r['date']} — {r['machine']['cpus']} cores, {r['machine']['memory_gb']} GiB, "
         f"Python {r['machine']['python']}, {DURATION:.0f} s per load, model {r['model']}",
         "",
-        "| server | load | req/s | rows/s | p50 ms | p95 ms | p99 ms | errors | CPU cores | peak RSS MB |",
-        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| server | scoring | load | req/s | rows/s | p50 ms | p95 ms | p99 ms | errors | CPU cores "
+        "| peak RSS MB |",
+        "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     ip = r["in_process"]
     lines.append(
-        f"| in-process predict_proba | 1 record | {1000 / ip['1 record']['ms']:.0f} | "
+        f"| in-process predict_proba | pipeline | 1 record | {1000 / ip['1 record']['ms']:.0f} | "
         f"{ip['1 record']['rows_per_s']:.0f} | {ip['1 record']['ms']:.2f} | | | | 1 | |"
     )
     lines.append(
-        f"| in-process predict_proba | 1000 records | {1000 / ip['1000 records']['ms']:.1f} | "
+        f"| in-process predict_proba | pipeline | 1000 records | {1000 / ip['1000 records']['ms']:.1f} | "
         f"{ip['1000 records']['rows_per_s']:.0f} | {ip['1000 records']['ms']:.1f} | | | | 1 | |"
     )
     for name, loads in r["servers"].items():
         for label, x in loads.items():
             lines.append(
-                f"| {name} | {label} | {x['rps']:.1f} | {x['rows_per_s']:.0f} | {x['p50_ms']:.1f} | "
+                f"| {name} | {r['scoring'].get(name, '?')} | {label} | {x['rps']:.1f} | "
+                f"{x['rows_per_s']:.0f} | {x['p50_ms']:.1f} | "
                 f"{x['p95_ms']:.1f} | {x['p99_ms']:.1f} | {x['errors']} | {x['cpu_cores']} | "
                 f"{x['peak_rss_mb']} |"
             )
@@ -482,7 +495,11 @@ def markdown(r: dict) -> str:
         h = s["bentoml_http"][key]["rps"]
         if "mlserver" in s:
             ratios.append(f"HTTP vs MLServer (32 clients): {h / s['mlserver'][key]['rps']:.2f}x")
-        ratios.append(f"HTTP vs FastAPI (32 clients): {h / s['fastapi'][key]['rps']:.2f}x")
+        ratios.append(f"HTTP vs FastAPI, pipeline scoring (32 clients): {h / s['fastapi'][key]['rps']:.2f}x")
+        ratios.append(
+            f"HTTP vs FastAPI, same fast scorer (32 clients; the framework alone): "
+            f"{h / s['fastapi_fast'][key]['rps']:.2f}x"
+        )
         ratios.append(f"gRPC vs HTTP (32 clients): {s['bentoml_grpc'][key]['rps'] / h:.2f}x")
         rows = s["bentoml_http"]["1000 records, 4 clients"]["rows_per_s"]
         ratios.append(

@@ -1,12 +1,17 @@
 """The usual alternative, for the benchmark only: a plain FastAPI app serving the same model from the
 same store, with the same input validation and response, and an `async def` endpoint.
 
-    MLOPS_HOME=... uvicorn benchmarks.fastapi_app:app --workers 2
+    MLOPS_HOME=... BENCH_SCORING=pipeline uvicorn benchmarks.fastapi_app:app --workers 2
+
+BENCH_SCORING picks the scoring path: `pipeline` (the sklearn pipeline on a DataFrame, as a
+FastAPI user would write it) or `fast` (the same verified fast scorer this service uses), so that
+the benchmark separates the framework's cost from the scoring path's.
 """
 
 from __future__ import annotations
 
 import json
+import os
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
@@ -15,13 +20,17 @@ from churn.model import load_current
 from churn.schema import RecordValidationError, parse_predict_request, records_to_frame
 from churn.settings import load_settings
 
+SCORING = os.environ.get("BENCH_SCORING", "pipeline")
 app = FastAPI()
 _model = {}
 
 
 @app.on_event("startup")
 def _load() -> None:
-    _model["m"] = load_current(load_settings())
+    model = load_current(load_settings())
+    if SCORING == "fast" and model.fast is None:
+        raise RuntimeError("BENCH_SCORING=fast but the fast path refused this model")
+    _model["m"] = model
 
 
 @app.post("/predict")
@@ -33,7 +42,10 @@ async def predict(request: Request) -> JSONResponse:
         detail = exc.as_dict() if isinstance(exc, RecordValidationError) else {"error": "malformed_json"}
         return JSONResponse(detail, status_code=400)
     model = _model["m"]
-    proba = model.predict_proba(records_to_frame(records))
+    if SCORING == "fast":
+        proba = model.predict_records(records)
+    else:
+        proba = model.predict_proba(records_to_frame(records))
     return JSONResponse(
         {
             "model": model.tag,

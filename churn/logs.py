@@ -13,6 +13,15 @@ from typing import TextIO
 from churn.settings import Settings
 
 FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+# Per file; with the backups, at most (1 + LOG_BACKUPS) x LOG_MAX_BYTES per process.
+LOG_MAX_BYTES = 10 * 1024 * 1024
+LOG_BACKUPS = 3
+
+
+def log_file_name(program: str) -> str:
+    """One file per program, host and process. Pods share the volume, and the API workers of one
+    pod share a host name: two processes rotating one file would rename it under each other."""
+    return f"{program}-{socket.gethostname()}-{os.getpid()}.log"
 
 
 def setup_logging(settings: Settings, program: str, stream: TextIO = sys.stderr) -> logging.Logger:
@@ -25,12 +34,10 @@ def setup_logging(settings: Settings, program: str, stream: TextIO = sys.stderr)
     console = logging.StreamHandler(stream)
     console.setFormatter(formatter)
     logger.addHandler(console)
-    # One file per program and host: pods share the volume, and two writers rotating one file
-    # would clobber each other.
-    path = settings.logs_dir / f"{program}-{socket.gethostname()}.log"
+    path = settings.logs_dir / log_file_name(program)
     try:
         os.makedirs(settings.logs_dir, exist_ok=True)
-        handler = logging.handlers.RotatingFileHandler(path, maxBytes=10 * 1024 * 1024, backupCount=5)
+        handler = logging.handlers.RotatingFileHandler(path, maxBytes=LOG_MAX_BYTES, backupCount=LOG_BACKUPS)
         handler.setFormatter(formatter)
         logger.addHandler(handler)
     except OSError as exc:

@@ -17,12 +17,52 @@ import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, NotRequired, TypedDict
 
 FORMAT_VERSION = 1
+CANDIDATE_MODES = ("shadow", "canary")
+DEFAULT_CANARY_FRACTION = 0.1
 # Champion/challenger gate of `--promote auto`: a new model may be this much worse (ROC AUC) and
 # still replace the current one; it absorbs the noise between two trainings on the same data.
 AUTO_PROMOTE_TOLERANCE = 0.005
+
+
+class VersionEntry(TypedDict):
+    """One registered version (the registry's copy of what a training run measured)."""
+
+    created: str
+    metrics: dict[str, float]
+    threshold: float
+    data_sha256: str
+    # How it was trained and judged: set by training.retrain (evaluation window, gate decision).
+    evaluation: NotRequired[dict[str, Any]]
+
+
+class Candidate(TypedDict):
+    """A version staged beside the current one: shadow (scored, never answered) or canary."""
+
+    tag: str
+    mode: Literal["shadow", "canary"]
+    fraction: float  # share of customers a canary answers; 0.0 in shadow mode
+    staged_at: str
+
+
+class HistoryEvent(TypedDict):
+    time: str
+    action: Literal["register", "promote", "rollback", "stage", "unstage"]
+    tag: str
+    previous: str | None  # the current model before the event
+    reason: str
+    details: NotRequired[dict[str, Any]]
+
+
+class RegistryData(TypedDict):
+    format: int
+    model_name: str
+    current: str | None
+    candidate: NotRequired[Candidate | None]
+    versions: dict[str, VersionEntry]
+    history: list[HistoryEvent]
 
 
 class RegistryError(RuntimeError):
@@ -33,17 +73,18 @@ def utc_now() -> str:
     return dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def _empty(model_name: str) -> dict[str, Any]:
+def _empty(model_name: str) -> RegistryData:
     return {
         "format": FORMAT_VERSION,
         "model_name": model_name,
         "current": None,
+        "candidate": None,
         "versions": {},
         "history": [],
     }
 
 
-def read_registry(path: Path, model_name: str) -> dict[str, Any]:
+def read_registry(path: Path, model_name: str) -> RegistryData:
     """The registry's content (an empty one if the file does not exist yet)."""
     try:
         text = path.read_text(encoding="utf-8")
@@ -63,7 +104,7 @@ def current_tag(path: Path, model_name: str) -> str | None:
     return read_registry(path, model_name).get("current")
 
 
-def _atomic_write(path: Path, data: dict[str, Any]) -> None:
+def _atomic_write(path: Path, data: RegistryData) -> None:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
@@ -83,7 +124,7 @@ def _atomic_write(path: Path, data: dict[str, Any]) -> None:
         os.close(dir_fd)
 
 
-def current_stack(history: list[dict[str, Any]]) -> list[str]:
+def current_stack(history: list[HistoryEvent]) -> list[str]:
     """The chain of current models: a promotion pushes, a rollback pops."""
     stack: list[str] = []
     for event in history:
@@ -100,14 +141,17 @@ class Registry:
         self.model_name = model_name
         self.lock_path = self.path.with_name(self.path.name + ".lock")
 
-    def read(self) -> dict[str, Any]:
+    def read(self) -> RegistryData:
         return read_registry(self.path, self.model_name)
 
     def current(self) -> str | None:
         return self.read().get("current")
 
+    def candidate(self) -> Candidate | None:
+        return self.read().get("candidate")
+
     @contextlib.contextmanager
-    def _transaction(self) -> Iterator[dict[str, Any]]:
+    def _transaction(self) -> Iterator[RegistryData]:
         """Hold the lock, hand out the content, write it back atomically if the block succeeds."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.lock_path, "a+") as lock:
@@ -117,26 +161,34 @@ class Registry:
                 for stale in self.path.parent.glob(f".{self.path.name}.*.tmp"):
                     stale.unlink(missing_ok=True)
                 data = self.read()
+                data.setdefault("candidate", None)
                 yield data
                 _atomic_write(self.path, data)
             finally:
                 fcntl.flock(lock, fcntl.LOCK_UN)
 
     @staticmethod
-    def _event(data: dict[str, Any], action: str, tag: str, reason: str) -> dict[str, Any]:
-        event = {
+    def _event(
+        data: RegistryData, action: str, tag: str, reason: str, details: dict[str, Any] | None = None
+    ) -> HistoryEvent:
+        event: HistoryEvent = {
             "time": utc_now(),
-            "action": action,
+            "action": action,  # type: ignore[typeddict-item]
             "tag": tag,
             "previous": data["current"],
             "reason": reason,
         }
+        if details:
+            event["details"] = details
         data["history"].append(event)
         if action in ("promote", "rollback"):
             data["current"] = tag
+            candidate = data.get("candidate")
+            if candidate is not None and candidate["tag"] == tag:
+                data["candidate"] = None  # the candidate became current: its stage is over
         return event
 
-    def register(self, tag: str, info: dict[str, Any], promote: str = "auto") -> tuple[bool, str]:
+    def register(self, tag: str, info: VersionEntry, promote: str = "auto") -> tuple[bool, str]:
         """Record a new version and apply the promotion policy. Returns (promoted, reason)."""
         if promote not in ("auto", "always", "never"):
             raise ValueError(f"promote must be auto, always or never, not {promote!r}")
@@ -150,7 +202,7 @@ class Registry:
                 self._event(data, "promote", tag, reason)
         return promoted, reason
 
-    def _decide(self, data: dict[str, Any], tag: str, info: dict[str, Any], promote: str) -> tuple[bool, str]:
+    def _decide(self, data: RegistryData, tag: str, info: VersionEntry, promote: str) -> tuple[bool, str]:
         if promote == "always":
             return True, "--promote always"
         if promote == "never":
@@ -164,15 +216,57 @@ class Registry:
             return True, f"auto: roc_auc {new_auc:.4f} >= current {cur_auc:.4f} - {AUTO_PROMOTE_TOLERANCE}"
         return False, f"auto: roc_auc {new_auc:.4f} < current {cur_auc:.4f} - {AUTO_PROMOTE_TOLERANCE}"
 
-    def promote(self, tag: str, reason: str = "manual promote") -> dict[str, Any]:
+    def _require(self, data: RegistryData, tag: str) -> None:
+        if tag not in data["versions"]:
+            raise RegistryError(f"{tag} is not a registered version of {self.model_name}")
+
+    def promote(self, tag: str, reason: str = "manual promote") -> HistoryEvent:
         with self._transaction() as data:
-            if tag not in data["versions"]:
-                raise RegistryError(f"{tag} is not a registered version of {self.model_name}")
+            self._require(data, tag)
             return self._event(data, "promote", tag, reason)
 
-    def rollback(self, reason: str = "manual rollback") -> dict[str, Any]:
+    def rollback(self, reason: str = "manual rollback") -> HistoryEvent:
         with self._transaction() as data:
             stack = current_stack(data["history"])
             if len(stack) < 2:
                 raise RegistryError("nothing to roll back to: no previous current model in the history")
             return self._event(data, "rollback", stack[-2], reason)
+
+    def stage(
+        self, tag: str, mode: str, fraction: float | None = None, reason: str = "manual stage"
+    ) -> HistoryEvent:
+        """Make `tag` the candidate. Canary: `fraction` of customers (default 0.1); shadow: none."""
+        if mode not in CANDIDATE_MODES:
+            raise RegistryError(f"mode must be one of {', '.join(CANDIDATE_MODES)}, not {mode!r}")
+        if mode == "shadow" and fraction is not None:
+            raise RegistryError("--fraction applies to canary only: a shadow answers no customer")
+        share = DEFAULT_CANARY_FRACTION if fraction is None else float(fraction)
+        if mode == "canary" and not 0.0 < share <= 1.0:
+            raise RegistryError(f"fraction must be in (0, 1], got {fraction}")
+        with self._transaction() as data:
+            self._require(data, tag)
+            if tag == data["current"]:
+                raise RegistryError(f"{tag} is already the current model")
+            data["candidate"] = {
+                "tag": tag,
+                "mode": mode,  # type: ignore[typeddict-item]
+                "fraction": share if mode == "canary" else 0.0,
+                "staged_at": utc_now(),
+            }
+            return self._event(
+                data, "stage", tag, reason, {"mode": mode, "fraction": data["candidate"]["fraction"]}
+            )
+
+    def unstage(self, reason: str = "manual unstage") -> HistoryEvent:
+        with self._transaction() as data:
+            candidate = data.get("candidate")
+            if candidate is None:
+                raise RegistryError("no candidate is staged")
+            data["candidate"] = None
+            return self._event(data, "unstage", candidate["tag"], reason, {"mode": candidate["mode"]})
+
+    def annotate(self, tag: str, evaluation: dict[str, Any]) -> None:
+        """Attach a gate's evaluation (both models' metrics on the same rows) to a version."""
+        with self._transaction() as data:
+            self._require(data, tag)
+            data["versions"][tag]["evaluation"] = evaluation

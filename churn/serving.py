@@ -1,14 +1,18 @@
 """Serving logic, kept out of service.py so that another serving API would only replace that file.
 
-- ModelHolder lives in the runner: it loads the registry's current model, polls the registry and
-  swaps models atomically (hot reload), and reports its status for the health routes.
-- PredictionLog lives in the API workers: it appends one JSON line per prediction from a
-  background thread, never blocking or failing a request, and counts what it had to drop.
+- ModelHolder lives in the runner: it loads the registry's current model (and a staged candidate),
+  re-reads the registry every RELOAD_INTERVAL_SECONDS and swaps models atomically (hot reload),
+  scores requests (routing a canary's share of customers to the candidate), and reports its status
+  for the health routes.
+- PredictionLog, owned by the holder, appends one JSON line per prediction from a background
+  thread, never blocking or failing a request; a shadow candidate is scored there, off the
+  response's path. It counts what it had to drop.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 import logging
 import os
@@ -17,59 +21,194 @@ import socket
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np
 
-from churn.model import LoadedModel, ModelUnavailable, load_model
-from churn.registry import RegistryError, current_tag
+from churn.metrics import ServingMetrics
+from churn.model import LoadedModel, ModelUnavailable, load_model, warm_imports
+from churn.registry import Candidate, RegistryError, read_registry
+from churn.retention import prune_prediction_logs
 from churn.schema import CATEGORICAL_FEATURES, EXAMPLE_RECORD, FEATURES, ID_COLUMN, MAX_INSTANCES
 from churn.settings import Settings
 
 log = logging.getLogger("churn.serving")
 
 
-class ModelHolder:
-    """The model a runner serves, swapped in place when the registry's current model changes."""
+@dataclass(frozen=True)
+class Serving:
+    """What a server holds at one moment. Replaced whole, so a request sees one consistent pair."""
 
-    def __init__(self, settings: Settings):
+    current: LoadedModel | None = None
+    candidate: LoadedModel | None = None
+    mode: Literal["shadow", "canary"] | None = None
+    fraction: float = 0.0
+
+
+@dataclass(frozen=True)
+class ScoreResult:
+    """The runner's answer for one request, in input order. `models[0]` is the current model;
+    `model_index[i]` says which version scored record i (None: all of them models[0])."""
+
+    probabilities: np.ndarray
+    churn: np.ndarray  # each record against the threshold of the version that scored it
+    models: tuple[str, ...]
+    model_index: np.ndarray | None = None
+    error: str | None = None  # no model loaded: why
+
+    @property
+    def model(self) -> str | None:
+        """The version that computed every record, or None when the records were split."""
+        if not self.models:
+            return None
+        if self.model_index is None:
+            return self.models[0]
+        used = np.unique(self.model_index)
+        return self.models[int(used[0])] if len(used) == 1 else None
+
+    def record_models(self) -> list[str]:
+        if self.model_index is None:
+            return [self.models[0]] * len(self.probabilities)
+        return [self.models[i] for i in self.model_index.tolist()]
+
+
+def canary_share(key: str, salt: str) -> float:
+    """A stable position in [0, 1) for a customer: the same key and salt always give the same one."""
+    digest = hashlib.blake2b(key.encode(), digest_size=8, key=salt.encode()[:64]).digest()
+    return int.from_bytes(digest, "big") / 2**64
+
+
+def scored(model: LoadedModel, records: list[dict[str, Any]]) -> tuple[np.ndarray, np.ndarray]:
+    proba = model.predict_records(records)
+    return proba, proba >= model.threshold
+
+
+@dataclass
+class HolderStatus:
+    """What the health routes and /model report."""
+
+    loaded: bool
+    model: str | None
+    registry_current: str | None
+    error: str | None
+    checked_at: float | None
+    details: dict[str, Any] | None
+    candidate: dict[str, Any] | None = field(default=None)
+
+
+class ModelHolder:
+    """The models a runner serves, swapped in place when the registry changes.
+
+    Models are loaded only by `refresh()`, which the poll thread runs once per reload interval:
+    a request or a probe never loads a model, so a model that fails to load costs one attempt per
+    interval, not one per request.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        prediction_log: PredictionLog | None = None,
+        metrics: ServingMetrics | None = None,
+    ):
         self.settings = settings
-        self._model: LoadedModel | None = None
+        self.prediction_log = prediction_log
+        self.metrics = metrics
+        self._reports_seen: dict[str, Any] = {}
+        self._serving = Serving()
         self._wanted: str | None = None
+        self._wanted_candidate: Candidate | None = None
         self._error: str | None = "not checked yet"
+        self._candidate_error: str | None = None
         self._checked_at: float | None = None
         self._refresh_lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
+    @property
+    def serving(self) -> Serving:
+        return self._serving
+
+    def _load(self, tag: str, held: Serving) -> LoadedModel:
+        for model in (held.current, held.candidate):
+            if model is not None and model.tag == tag:
+                return model  # a promoted candidate is already in memory
+        log.info("loading %s", tag)
+        return load_model(self.settings, tag)
+
     def refresh(self) -> None:
-        """Look at the registry once; load the current model if it is not the one held."""
+        """Look at the registry once; load what it names if it is not what is held."""
         with self._refresh_lock:
             self._checked_at = time.time()
             try:
-                wanted = current_tag(self.settings.registry_path, self.settings.model_name)
+                data = read_registry(self.settings.registry_path, self.settings.model_name)
             except (RegistryError, OSError) as exc:
                 self._set_error(f"registry unreadable: {exc}")
                 return
-            self._wanted = wanted
-            held = self._model
+            held = self._serving
+            wanted, staged = data["current"], data.get("candidate")
+            self._wanted, self._wanted_candidate = wanted, staged
+            current = held.current
             if wanted is None:
-                self._set_error(
-                    None if held else f"no current model in the registry {self.settings.registry_path}"
-                )
-                return
-            if held is not None and held.tag == wanted:
-                self._set_error(None)
-                return
-            try:
-                model = load_model(self.settings, wanted)
-            except ModelUnavailable as exc:
-                # A server that holds a good model keeps serving it; the reason stays visible.
-                self._set_error(str(exc))
-                return
-            self._model = model  # one reference assignment: in-flight batches keep the old object
-            self._set_error(None)
-            log.info("serving %s (was %s)", model.tag, held.tag if held else "none")
+                error = None if current else f"no current model in the registry {self.settings.registry_path}"
+            elif current is not None and current.tag == wanted:
+                error = None
+            else:
+                try:
+                    current = self._load(wanted, held)
+                    error = None
+                except ModelUnavailable as exc:
+                    # A server that holds a good model keeps serving it; the reason stays visible.
+                    error = str(exc)
+            candidate, self._candidate_error = self._candidate_for(staged, current, held)
+            serving = Serving(
+                current=current,
+                candidate=candidate,
+                mode=staged["mode"] if candidate is not None and staged else None,
+                fraction=float(staged["fraction"]) if candidate is not None and staged else 0.0,
+            )
+            if serving != held:
+                self._serving = serving  # one reference assignment: in-flight requests keep theirs
+                self._log_change(held, serving)
+            self._set_error(error)
+            if self.metrics is not None:
+                self._publish(held, serving)
+
+    def _publish(self, old: Serving, new: Serving) -> None:
+        """The model gauges, and the latest monitoring reports' gauges, after every check."""
+        m = self.metrics
+        assert m is not None
+        m.model_loaded.set(int(new.current is not None))
+        if old.current is not None and (new.current is None or old.current.tag != new.current.tag):
+            m.model_info.labels(model=old.current.tag).set(0)
+        if new.current is not None:
+            m.model_info.labels(model=new.current.tag).set(1)
+        if old.candidate is not None and (old.candidate, old.mode) != (new.candidate, new.mode):
+            m.candidate_info.labels(model=old.candidate.tag, mode=old.mode).set(0)
+        if new.candidate is not None:
+            m.candidate_info.labels(model=new.candidate.tag, mode=new.mode).set(1)
+        update_report_gauges(self.settings, m, self._reports_seen)
+
+    def _candidate_for(
+        self, staged: Candidate | None, current: LoadedModel | None, held: Serving
+    ) -> tuple[LoadedModel | None, str | None]:
+        if staged is None or current is None or staged["tag"] == current.tag:
+            return None, None
+        try:
+            return self._load(staged["tag"], held), None
+        except ModelUnavailable as exc:
+            # A candidate that cannot load changes no response: the current model serves alone.
+            return None, str(exc)
+
+    @staticmethod
+    def _log_change(old: Serving, new: Serving) -> None:
+        def tag(m: LoadedModel | None) -> str:
+            return m.tag if m else "none"
+
+        if tag(old.current) != tag(new.current):
+            log.info("serving %s (was %s)", tag(new.current), tag(old.current))
+        if (tag(old.candidate), old.mode, old.fraction) != (tag(new.candidate), new.mode, new.fraction):
+            log.info("candidate %s (%s, fraction %s)", tag(new.candidate), new.mode, new.fraction)
 
     def _set_error(self, error: str | None) -> None:
         if error != self._error and error is not None:
@@ -79,6 +218,7 @@ class ModelHolder:
     def start(self) -> None:
         """First load now (so a ready runner has its model), then poll in a daemon thread."""
         try:
+            warm_imports()
             self.refresh()
         except Exception:  # never let the runner's __init__ fail: BentoML would restart it in a loop
             log.exception("first model load failed")
@@ -94,86 +234,140 @@ class ModelHolder:
 
     def stop(self) -> None:
         self._stop.set()
+        if self.prediction_log is not None:
+            self.prediction_log.close()
 
-    def _model_or_refresh(self) -> LoadedModel | None:
-        """The held model; with none yet, look at the registry now rather than at the next poll,
-        so that every worker serves the first model as soon as any of them reports it."""
-        if self._model is None:
-            try:
-                self.refresh()
-            except Exception:
-                log.exception("model refresh failed")
-        return self._model
+    def status(self) -> HolderStatus:
+        serving = self._serving
+        model = serving.current
+        candidate = None
+        if self._wanted_candidate is not None:
+            candidate = {
+                "model": self._wanted_candidate["tag"],
+                "mode": self._wanted_candidate["mode"],
+                "fraction": self._wanted_candidate["fraction"],
+                "loaded": serving.candidate is not None,
+                "error": self._candidate_error,
+            }
+        return HolderStatus(
+            loaded=model is not None,
+            model=model.tag if model else None,
+            registry_current=self._wanted,
+            error=self._error,
+            checked_at=self._checked_at,
+            details=model.describe() if model else None,
+            candidate=candidate,
+        )
 
-    def status(self) -> dict[str, Any]:
-        model = self._model_or_refresh()
-        return {
-            "loaded": model is not None,
-            "model": model.tag if model else None,
-            "registry_current": self._wanted,
-            "error": self._error,
-            "checked_at": self._checked_at,
-            "details": model.describe() if model else None,
-        }
+    def score(self, records: list[dict[str, Any]], ids: list[Any], request_id: str) -> ScoreResult:
+        serving = self._serving  # read once: the whole request sees one pair of models
+        current = serving.current
+        if current is None:
+            empty = np.empty(0)
+            return ScoreResult(empty, empty.astype(bool), (), error=self._error or "no model loaded yet")
+        if serving.candidate is not None and serving.mode == "canary":
+            result = self._score_canary(serving, records, ids, request_id)
+        else:
+            proba, churn = scored(current, records)
+            result = ScoreResult(proba, churn, (current.tag,))
+        if self.metrics is not None:
+            self._count(result)
+        if self.prediction_log is not None:
+            shadow = serving.candidate if serving.mode == "shadow" else None
+            self.prediction_log.append(request_id, result, records, ids, shadow)
+        return result
 
-    def predict(self, records: list[dict[str, Any]]) -> dict[str, Any]:
-        """{"churn_probability": array, "threshold": float, "model": tag}; model "" if none is loaded."""
-        model = self._model_or_refresh()  # read once: the whole request is computed by one model
-        if model is None:
-            return {"churn_probability": np.full(len(records), np.nan), "threshold": np.nan, "model": ""}
-        return {
-            "churn_probability": model.predict_records(records),
-            "threshold": model.threshold,
-            "model": model.tag,
-        }
+    def _count(self, result: ScoreResult) -> None:
+        counter = self.metrics.predictions  # type: ignore[union-attr]
+        index = result.model_index
+        for i, tag in enumerate(result.models):
+            churn = result.churn if index is None else result.churn[index == i]
+            churned = int(churn.sum())
+            if churned:
+                counter.labels(outcome="churn", model=tag).inc(churned)
+            if len(churn) - churned:
+                counter.labels(outcome="no_churn", model=tag).inc(len(churn) - churned)
+
+    def _score_canary(
+        self, serving: Serving, records: list[dict[str, Any]], ids: list[Any], request_id: str
+    ) -> ScoreResult:
+        current, candidate = serving.current, serving.candidate
+        assert current is not None and candidate is not None
+        # The candidate's tag salts the hash: each canary draws its own customers, and a customer
+        # keeps their version for the whole canary. Records without an ID follow the request.
+        to_candidate = np.fromiter(
+            (
+                canary_share(str(cid) if cid is not None else f"request:{request_id}", candidate.tag)
+                < serving.fraction
+                for cid in ids
+            ),
+            dtype=bool,
+            count=len(ids),
+        )
+        proba = np.empty(len(records))
+        churn = np.empty(len(records), dtype=bool)
+        for model, mask in ((current, ~to_candidate), (candidate, to_candidate)):
+            if mask.any():
+                idx = np.flatnonzero(mask)
+                p, c = scored(model, [records[i] for i in idx])
+                proba[idx], churn[idx] = p, c
+        return ScoreResult(proba, churn, (current.tag, candidate.tag), to_candidate.astype(np.int8))
 
 
-def read_drift_report(settings: Settings) -> dict[str, Any] | None:
-    """The latest drift report the drift job wrote, or None (none yet, or unreadable)."""
+def read_latest_report(path) -> dict[str, Any] | None:
+    """The newest report of a monitoring job, or None (none yet, or unreadable)."""
     try:
-        return json.loads(settings.latest_drift_report.read_text())
+        return json.loads(path.read_text())
     except (OSError, ValueError):
         return None
 
 
-def start_drift_gauges(settings: Settings, detected, p_value, created) -> threading.Thread:
-    """Copy the latest drift report into the service's gauges, re-read every RELOAD_INTERVAL_SECONDS."""
-
-    def refresh_forever() -> None:
-        seen = None
-        while True:
-            report = read_drift_report(settings)
-            if report is not None and report.get("created") != seen:
-                seen = report.get("created")
-                detected.set(int(bool(report.get("drift"))))
-                for name, feature in report.get("features", {}).items():
-                    p_value.labels(feature=name).set(float(feature.get("p_value", float("nan"))))
-                try:
-                    when = dt.datetime.fromisoformat(str(seen).replace("Z", "+00:00"))
-                    created.set(when.timestamp())
-                except ValueError:
-                    pass
-            time.sleep(settings.reload_interval_seconds)
-
-    thread = threading.Thread(target=refresh_forever, name="churn-drift-gauges", daemon=True)
-    thread.start()
-    return thread
+def _timestamp(text: Any) -> float | None:
+    try:
+        return dt.datetime.fromisoformat(str(text).replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
 
 
-def outcomes(result: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
-    """Probabilities and churn labels (probability >= the computing model's threshold)."""
-    proba = np.asarray(result["churn_probability"], dtype=np.float64)
-    return proba, proba >= result["threshold"]
+def update_report_gauges(settings: Settings, metrics, seen: dict[str, Any]) -> None:
+    """Copy the latest drift and performance reports into the service's gauges (once per report)."""
+    drift = read_latest_report(settings.latest_drift_report)
+    if drift is not None and drift.get("created") != seen.get("drift"):
+        seen["drift"] = drift.get("created")
+        metrics.drift_detected.set(int(bool(drift.get("drift"))))
+        for name, feature in drift.get("features", {}).items():
+            metrics.drift_p_value.labels(feature=name).set(float(feature.get("p_value", float("nan"))))
+        when = _timestamp(drift.get("created"))
+        if when is not None:
+            metrics.drift_report_timestamp.set(when)
+    perf = read_latest_report(settings.latest_performance_report)
+    if perf is not None and perf.get("created") != seen.get("performance"):
+        seen["performance"] = perf.get("created")
+        for tag, entry in perf.get("models", {}).items():
+            values = {
+                "realized_roc_auc": (entry.get("realized") or {}).get("roc_auc"),
+                "realized_f1": (entry.get("realized") or {}).get("f1"),
+                "estimated_roc_auc": (entry.get("estimated") or {}).get("roc_auc"),
+                "estimated_f1": (entry.get("estimated") or {}).get("f1"),
+                "labelled": entry.get("n_labelled"),
+            }
+            for name, value in values.items():
+                metrics.performance[name].labels(model=tag).set(float("nan") if value is None else value)
+        when = _timestamp(perf.get("created"))
+        if when is not None:
+            metrics.performance_report_timestamp.set(when)
 
 
-def build_response(result: dict[str, Any], ids: list[Any]) -> dict[str, Any]:
-    """The API's 200 body."""
-    proba, churn = outcomes(result)
+def build_response(result: ScoreResult, ids: list[Any]) -> dict[str, Any]:
+    """The API's 200 body. Every prediction names the version that computed it; the top-level
+    `model` is that version when one computed them all, else null (a canary split the request)."""
     return {
-        "model": result["model"],
+        "model": result.model,
         "predictions": [
-            {"customerID": cid, "churn_probability": p, "churn": c}
-            for cid, p, c in zip(ids, proba.tolist(), churn.tolist(), strict=True)
+            {"customerID": cid, "churn_probability": p, "churn": c, "model": m}
+            for cid, p, c, m in zip(
+                ids, result.probabilities.tolist(), result.churn.tolist(), result.record_models(), strict=True
+            )
         ],
     }
 
@@ -183,19 +377,31 @@ class PredictionLog:
 
     One file per process and day (`<host>-<pid>-<YYYYMMDD>-<seq>.jsonl`), a new `seq` past
     PREDICTION_LOG_MAX_BYTES: replicas on one volume never write the same file. Requests only put
-    a tuple on a bounded queue; a full queue or a failed write drops records and calls `on_drop`.
-    A failed write closes the file, so the next batch opens it again: logging resumes by itself
-    once the disk has room or the folder is writable again.
+    a tuple on a queue bounded in records (PREDICTION_LOG_QUEUE_SIZE); a full queue or a failed
+    write drops records and calls `on_drop`. A failed write closes the file, so the next batch
+    opens it again: logging resumes by itself once the disk has room or the folder is writable.
     """
 
-    def __init__(self, settings: Settings, on_drop: Callable[[int], None] = lambda n: None):
+    def __init__(
+        self,
+        settings: Settings,
+        on_drop: Callable[[int], None] = lambda n: None,
+        clock: Callable[[], float] = time.time,
+    ):
         self.folder = settings.predictions_dir
         self.max_bytes = settings.prediction_log_max_bytes
+        self.max_total_bytes = settings.prediction_log_max_total_bytes
         self.enabled = settings.prediction_log_enabled
+        self.max_queued = settings.prediction_log_queue_size
         self.on_drop = on_drop
+        self.clock = clock
         self.dropped = 0
         self.written = 0
-        self._queue: queue.Queue = queue.Queue(maxsize=settings.prediction_log_queue_size)
+        self._queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._queued = 0  # records waiting: the bound is in records, so 10,000-record requests count
+        self._count_lock = threading.Lock()
+        self._idle = threading.Event()
+        self._idle.set()
         self._thread: threading.Thread | None = None
         self._start_lock = threading.Lock()
         self._fh = None
@@ -213,14 +419,29 @@ class PredictionLog:
                     )
                     self._thread.start()
 
-    def append(self, request_id: Any, result: dict[str, Any], records: list[dict], ids: list[Any]) -> None:
+    def append(
+        self,
+        request_id: str,
+        result: ScoreResult,
+        records: list[dict],
+        ids: list[Any],
+        shadow: LoadedModel | None = None,
+    ) -> None:
         if not self.enabled:
             return
+        n = len(records)
+        with self._count_lock:
+            if self._queued + n > self.max_queued:
+                full = True
+            else:
+                full = False
+                self._queued += n
+                self._idle.clear()
+        if full:
+            self._drop(n)
+            return
         self._ensure_thread()
-        try:
-            self._queue.put_nowait((time.time(), request_id, result, records, ids))
-        except queue.Full:
-            self._drop(len(records))
+        self._queue.put((self.clock(), request_id, result, records, ids, shadow))
 
     def _drop(self, n: int) -> None:
         self.dropped += n
@@ -233,38 +454,49 @@ class PredictionLog:
         while True:
             item = self._queue.get()
             if item is None:
-                self._queue.task_done()
                 break
+            n = len(item[3])
             try:
                 self._write(*item)
             except Exception:
-                self._drop(len(item[3]))
+                self._drop(n)
                 self._close()
             finally:
-                self._queue.task_done()
+                with self._count_lock:
+                    self._queued -= n
+                    if self._queued == 0:
+                        self._idle.set()
 
     def _write(
-        self, ts: float, request_id: Any, result: dict[str, Any], records: list[dict], ids: list[Any]
+        self,
+        ts: float,
+        request_id: str,
+        result: ScoreResult,
+        records: list[dict],
+        ids: list[Any],
+        shadow: LoadedModel | None,
     ) -> None:
         when = dt.datetime.fromtimestamp(ts, dt.UTC)
         stamp = when.isoformat(timespec="milliseconds").replace("+00:00", "Z")
-        proba, churn = outcomes(result)
-        model = result["model"]
+        models = result.record_models()
+        shadow_cols = scored(shadow, records) if shadow is not None else None
         lines = []
         for i, rec in enumerate(records):
-            lines.append(
-                json.dumps(
-                    {
-                        "time": stamp,
-                        "request_id": request_id,
-                        "model": model,
-                        "record": {ID_COLUMN: ids[i], **rec},
-                        "churn_probability": float(proba[i]),
-                        "churn": bool(churn[i]),
-                    },
-                    separators=(",", ":"),
-                )
-            )
+            entry = {
+                "time": stamp,
+                "request_id": request_id,
+                "model": models[i],
+                "record": {ID_COLUMN: ids[i], **rec},
+                "churn_probability": float(result.probabilities[i]),
+                "churn": bool(result.churn[i]),
+            }
+            if shadow_cols is not None:
+                entry["shadow"] = {
+                    "model": shadow.tag,  # type: ignore[union-attr]
+                    "churn_probability": float(shadow_cols[0][i]),
+                    "churn": bool(shadow_cols[1][i]),
+                }
+            lines.append(json.dumps(entry, separators=(",", ":")))
         payload = ("\n".join(lines) + "\n").encode()
         fh = self._open(when.strftime("%Y%m%d"), len(payload))
         fh.write(payload)
@@ -277,6 +509,10 @@ class PredictionLog:
             self._seq = 0 if day != self._day else self._seq + 1
         if self._fh is None:
             self.folder.mkdir(parents=True, exist_ok=True)
+            # A new file: keep the folder under its cap first (bursts between retention runs).
+            prune_prediction_logs(self.folder, self.max_total_bytes)
+            if day != self._day:
+                self._seq = 0
             self._day = day
             while True:
                 path = self.folder / f"{self._prefix}-{day}-{self._seq:04d}.jsonl"
@@ -295,11 +531,9 @@ class PredictionLog:
                 pass
             self._fh = None
 
-    def flush(self, timeout: float = 5.0) -> None:
+    def flush(self, timeout: float = 5.0) -> bool:
         """Wait (bounded) until what is queued is written; used at shutdown and by tests."""
-        deadline = time.monotonic() + timeout
-        while self._queue.unfinished_tasks and time.monotonic() < deadline:
-            time.sleep(0.01)
+        return self._idle.wait(timeout)
 
     def close(self) -> None:
         if self._thread is not None:

@@ -15,6 +15,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
 DRIFT_REPORT_JSON = "drift_report.json"
+PERFORMANCE_REPORT_JSON = "performance_report.json"
 LOG_LEVELS = ("CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG")
 
 # Environment variable -> settings field. The README's settings table lists the same names.
@@ -28,6 +29,9 @@ ENV_VARS: dict[str, str] = {
     "PREDICTION_LOG_MAX_BYTES": "prediction_log_max_bytes",
     "PREDICTION_LOG_QUEUE_SIZE": "prediction_log_queue_size",
     "RUNNER_EMBEDDED": "runner_embedded",
+    "PREDICTION_LOG_MAX_TOTAL_BYTES": "prediction_log_max_total_bytes",
+    "RETENTION_DAYS": "retention_days",
+    "FEEDBACK_RETENTION_DAYS": "feedback_retention_days",
     "MONITORING_WEBHOOK_URL": "monitoring_webhook_url",
     "MONITORING_API_TOKEN": "monitoring_api_token",
 }
@@ -58,7 +62,17 @@ class Settings(BaseModel):
     reload_interval_seconds: float = Field(5.0, gt=0, le=30)
     prediction_log_enabled: bool = True
     prediction_log_max_bytes: int = Field(64 * 1024 * 1024, ge=1024)
-    prediction_log_queue_size: int = Field(100_000, ge=1)
+    # Records (not requests) waiting for the log writer: about 2 KB each in memory, so 20,000 hold
+    # a worker's queue under ~40 MB. Past it a request's records are dropped and counted.
+    prediction_log_queue_size: int = Field(20_000, ge=1)
+    # The prediction log's share of the volume: past it, writers and the retention job delete the
+    # oldest files first. Rotation by PREDICTION_LOG_MAX_BYTES keeps each file well below it.
+    prediction_log_max_total_bytes: int = Field(1024**3, ge=1024 * 1024)
+    # Age past which the retention job deletes prediction logs, reports and application logs
+    # (the registry and the model store are never touched) ...
+    retention_days: float = Field(30, gt=0)
+    # ... and outcomes, which are small and what retraining learns from.
+    feedback_retention_days: float = Field(365, gt=0)
     # The model runs inside each API worker (BentoML "embedded runner") rather than in separate
     # runner processes. Measured here: the remote runner client leaks ~8 KB per request in the API
     # workers (RSS +290 MB over 45 s at 32 clients) and adds an inter-process hop; embedded, RSS
@@ -104,9 +118,18 @@ class Settings(BaseModel):
         return self.mlops_home / "reports"
 
     @property
+    def feedback_dir(self) -> Path:
+        return self.mlops_home / "feedback"
+
+    @property
     def latest_drift_report(self) -> Path:
         """Written by the drift job, read by the service for its drift gauges."""
         return self.reports_dir / "latest" / DRIFT_REPORT_JSON
+
+    @property
+    def latest_performance_report(self) -> Path:
+        """Written by the performance job, read by the service for its performance gauges."""
+        return self.reports_dir / "latest-performance" / PERFORMANCE_REPORT_JSON
 
     def ensure_dirs(self) -> None:
         """Create the state folders and prove they are writable, naming the variable if not."""
@@ -118,7 +141,7 @@ class Settings(BaseModel):
                 probe.unlink()
             except OSError as exc:
                 raise SettingsError(f"{var}={path}: not a writable folder ({exc.strerror or exc})") from None
-        for sub in (self.logs_dir, self.predictions_dir, self.reports_dir):
+        for sub in (self.logs_dir, self.predictions_dir, self.reports_dir, self.feedback_dir):
             try:
                 sub.mkdir(parents=True, exist_ok=True)
             except OSError:

@@ -8,6 +8,7 @@ numbers) is enforced.
 from __future__ import annotations
 
 import datetime as dt
+import heapq
 import json
 import re
 from dataclasses import dataclass, field
@@ -105,10 +106,13 @@ def read_prediction_log(
     max_records: int | None = None,
     max_bad_fraction: float = 0.01,
 ) -> LoadedData:
-    """Records of the prediction log, newest last. Unreadable lines are counted; more than
-    `max_bad_fraction` of them is an error (a wrong file, not a few torn lines)."""
-    rows: list[tuple[str, dict]] = []
+    """Records of the prediction log, oldest first. Streams the files and keeps only the newest
+    `max_records` on a heap, so memory is bounded by `max_records`, not by the log's size.
+    Unreadable lines are counted; more than `max_bad_fraction` of them is an error (a wrong file,
+    not a few torn lines)."""
+    kept: list[tuple[str, int, dict]] = []  # a min-heap on (time, line number): the oldest on top
     bad = total = 0
+    cutoff = None if since is None else since.astimezone(dt.UTC)
     for path in paths:
         try:
             with open(path, "rb") as fh:
@@ -119,21 +123,19 @@ def read_prediction_log(
                     try:
                         entry = json.loads(line)
                         record = entry["record"]
-                        stamp = str(entry.get("time", ""))
+                        stamp = str(entry["time"])
                         if not isinstance(record, dict):
                             raise TypeError("record is not an object")
+                        if cutoff is not None and parse_log_time(stamp) < cutoff:
+                            continue
                     except (ValueError, KeyError, TypeError):
                         bad += 1
                         continue
-                    if since is not None:
-                        try:
-                            when = dt.datetime.fromisoformat(stamp.replace("Z", "+00:00"))
-                        except ValueError:
-                            bad += 1
-                            continue
-                        if when < since:
-                            continue
-                    rows.append((stamp, record))
+                    item = (stamp, total, record)
+                    if max_records is None or len(kept) < max_records:
+                        heapq.heappush(kept, item)
+                    elif item > kept[0]:
+                        heapq.heapreplace(kept, item)
         except OSError as exc:
             raise DriftInputError(f"{path}: unreadable ({exc.strerror or exc})") from None
     if total and bad / total > max_bad_fraction:
@@ -141,19 +143,25 @@ def read_prediction_log(
             f"{source}: {bad} of {total} lines are not prediction-log records "
             f"(more than the tolerated {max_bad_fraction:.1%})"
         )
-    rows.sort(key=lambda r: r[0])
-    if max_records is not None and len(rows) > max_records:
-        rows = rows[-max_records:]
-    if not rows:
+    kept.sort()
+    if not kept:
         return LoadedData(
             frame=pd.DataFrame(columns=list(FEATURE_NAMES)), source=source, bad_lines=bad, total_lines=total
         )
-    raw = pd.DataFrame.from_records([r for _, r in rows])
+    raw = pd.DataFrame.from_records([r for _, _, r in kept])
     raw = raw.drop(columns=[c for c in (ID_COLUMN,) if c in raw.columns])
     notes = [f"{bad} unreadable line(s) of {total} skipped"] if bad else []
     return LoadedData(
         frame=normalise(raw, source), source=source, bad_lines=bad, total_lines=total, notes=notes
     )
+
+
+def parse_log_time(stamp: str) -> dt.datetime:
+    """A prediction-log time ("2026-11-27T03:26:41.263Z") as an aware datetime; ValueError if not."""
+    when = dt.datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+    if when.tzinfo is None:
+        raise ValueError(f"time without a zone: {stamp!r}")
+    return when
 
 
 def load_current(path: Path | None, default_folder: Path, since, max_records, max_bad_fraction) -> LoadedData:

@@ -2,6 +2,7 @@
 
     python -m monitoring.drift [--current PATH] [--since 24h] [--max-records N] [--reference CSV]
                               [--p-val 0.05] [--output-dir DIR] [--fail-on-drift] [--alert]
+                              [--allow-no-verdict]
 
 --current: a CSV with the data set's columns, or a prediction-log file or folder (JSON lines);
 default: the service's prediction log under $MLOPS_HOME/predictions/.
@@ -12,7 +13,8 @@ $MLOPS_HOME/reports/<UTC timestamp>/, with $MLOPS_HOME/reports/latest pointing t
 A short summary goes to stderr; the last line of stdout is a JSON summary.
 
 Exit codes: 0 the check ran (drift or not); 1 drift found with --fail-on-drift; 2 bad input
-(missing file, missing or unknown columns, too many unreadable log lines, fewer than 50 rows).
+(missing file, missing or unknown columns, too many unreadable log lines, fewer than 50 rows; with
+--allow-no-verdict, too few rows is exit 0 and a summary with "drift": null).
 """
 
 from __future__ import annotations
@@ -34,6 +36,10 @@ from monitoring.detector import detect
 from monitoring.report import REPORT_HTML, REPORT_JSON, point_latest, write_report
 
 MIN_CURRENT_ROWS = 50
+
+
+class NoVerdict(DriftInputError):
+    """Too few current records for a drift test to mean anything."""
 
 
 def _p_val(text: str) -> float:
@@ -77,6 +83,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--alert", action="store_true", help="POST the summary to MONITORING_WEBHOOK_URL on drift"
     )
     parser.add_argument(
+        "--allow-no-verdict",
+        action="store_true",
+        help="fewer than 50 current records is not an error: say so and exit 0 (scheduled jobs)",
+    )
+    parser.add_argument(
         "--max-bad-fraction",
         type=float,
         default=0.01,
@@ -109,7 +120,7 @@ def run(settings: Settings, args: argparse.Namespace, log) -> tuple[int, dict[st
             raise DriftInputError(str(exc)) from None
     n_current = len(current.frame)
     if n_current < MIN_CURRENT_ROWS:
-        raise DriftInputError(
+        raise NoVerdict(
             f"only {n_current} current record(s) in {current.source}: at least {MIN_CURRENT_ROWS} are needed "
             "for a verdict (a drift test on a handful of rows is noise)"
         )
@@ -189,6 +200,13 @@ def main(argv: list[str] | None = None) -> int:
     log = setup_logging(settings, "drift").getChild("drift")
     try:
         code, summary = run(settings, args, log)
+    except NoVerdict as exc:
+        if not args.allow_no_verdict:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        print(f"no verdict: {exc}", file=sys.stderr)
+        print(json.dumps({"drift": None, "verdict": False, "reason": str(exc)}))
+        return 0
     except DriftInputError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

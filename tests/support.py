@@ -48,6 +48,7 @@ def free_port() -> int:
 def state_env(mlops_home: Path, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("BENTOML_", "MONITORING_"))}
     env.update(MLOPS_HOME=str(mlops_home), BENTOML_HOME=str(mlops_home / "bentoml"), LOG_LEVEL="INFO")
+    env.update(BENTOML_DO_NOT_TRACK="true")
     env.update(extra)
     return env
 
@@ -140,6 +141,9 @@ class Server:
             self.env["BENTOML_CONFIG_OPTIONS"] = (
                 f"api_server.grpc.metrics.port={self.metrics_port} api_server.grpc.metrics.host=127.0.0.1"
             )
+            # As scripts/run.sh and the gRPC Deployment do (BentoML 1.4.40 omits it for the metrics
+            # process of serve-grpc, which then fails every scrape).
+            self.env["PROMETHEUS_MULTIPROC_DIR"] = self.env["BENTOML_HOME"] + "/prometheus_multiproc_dir"
         log = open(self.log_path, "wb")  # noqa: SIM115 - closed with the process
         self.proc = subprocess.Popen(
             cmd, cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True

@@ -5,9 +5,10 @@
     python -m training.registry show TAG
     python -m training.registry promote TAG [--reason TEXT]
     python -m training.registry rollback [--reason TEXT]
+    python -m training.registry wait [--timeout SECONDS]
 
-Exit codes: 0 done; 1 `current` with no current model; 2 bad input (unknown tag, nothing to roll
-back to, a tag missing from the model store, a damaged registry file).
+Exit codes: 0 done; 1 `current` with no current model, or `wait` timed out; 2 bad input (unknown
+tag, nothing to roll back to, a tag missing from the model store, a damaged registry file).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 
 from churn.model import get_store_model, list_store_models, tag_in_store
 from churn.registry import Registry, RegistryError, current_stack
@@ -98,6 +100,57 @@ def cmd_rollback(settings: Settings, registry: Registry, args) -> int:
     return 0
 
 
+WAIT_POLL_SECONDS = 2.0
+WAIT_REPORT_SECONDS = 30.0
+
+
+def _newest_training_log(settings: Settings) -> str:
+    """Where to look while waiting: the newest training log and its last line."""
+    logs = sorted(settings.logs_dir.glob("training-*.log"), key=lambda p: p.stat().st_mtime)
+    if not logs:
+        return "no training log yet"
+    lines = logs[-1].read_text(errors="replace").strip().splitlines()
+    return f"newest training log {logs[-1]}: {lines[-1] if lines else '(empty)'}"
+
+
+def cmd_wait(settings: Settings, registry: Registry, args) -> int:
+    """Block until the registry names a current model whose files are in the store: what an API
+    pod's init container runs, so that the server starts only once there is a model to serve."""
+    started = time.monotonic()
+    reported = started
+    while True:
+        try:
+            current = registry.current()
+        except RegistryError as exc:
+            current, why = None, str(exc)
+        else:
+            why = f"no current model in {registry.path} yet"
+        if current is not None:
+            if tag_in_store(settings, current):
+                print(current)
+                return 0
+            why = f"{current} is current but not in the model store yet"
+        now = time.monotonic()
+        if now - started >= args.timeout:
+            return _fail(f"gave up after {args.timeout:.0f} s: {why}", 1)
+        if now - reported >= WAIT_REPORT_SECONDS:
+            print(
+                f"waiting ({now - started:.0f} s): {why}; {_newest_training_log(settings)}", file=sys.stderr
+            )
+            reported = now
+        time.sleep(WAIT_POLL_SECONDS)
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be more than 0, got {value}")
+    return value
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m training.registry", description="The churn model registry."
@@ -112,6 +165,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     promote.add_argument("--reason", default="manual promote")
     rollback = sub.add_parser("rollback", help="back to the previous current model")
     rollback.add_argument("--reason", default="manual rollback")
+    wait = sub.add_parser("wait", help="block until a current model exists in the store (exit 1 on timeout)")
+    wait.add_argument("--timeout", type=_seconds, default=1800.0, help="seconds (default %(default)s)")
     return parser.parse_args(argv)
 
 
@@ -121,6 +176,7 @@ COMMANDS = {
     "show": cmd_show,
     "promote": cmd_promote,
     "rollback": cmd_rollback,
+    "wait": cmd_wait,
 }
 
 

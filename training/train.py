@@ -68,8 +68,9 @@ def package_versions() -> dict[str, str]:
     return {name: version(name) for name in names} | {"python": platform.python_version()}
 
 
-def train(settings: Settings, data_path: Path, seed: int, log) -> dict[str, Any]:
-    """Validate, fit and evaluate; returns everything needed to save the model. Writes nothing."""
+def train(settings: Settings, data_path: Path, seed: int, log, build=build_pipeline) -> dict[str, Any]:
+    """Validate, fit and evaluate; returns everything needed to save the model. Writes nothing.
+    `build(seed)` makes the unfitted pipeline (tests pass others)."""
     from sklearn.model_selection import StratifiedKFold, cross_val_predict, cross_val_score, train_test_split
 
     log.info("reading %s", data_path)
@@ -83,8 +84,8 @@ def train(settings: Settings, data_path: Path, seed: int, log) -> dict[str, Any]
     log.info("split: %d training rows, %d test rows (stratified, seed %d)", len(X_train), len(X_test), seed)
 
     cv = StratifiedKFold(n_splits=CV_FOLDS, shuffle=True, random_state=seed)
-    cv_auc = cross_val_score(build_pipeline(seed), X_train, y_train, cv=cv, scoring="roc_auc")
-    oof = cross_val_predict(build_pipeline(seed), X_train, y_train, cv=cv, method="predict_proba")[:, 1]
+    cv_auc = cross_val_score(build(seed), X_train, y_train, cv=cv, scoring="roc_auc")
+    oof = cross_val_predict(build(seed), X_train, y_train, cv=cv, method="predict_proba")[:, 1]
     threshold = choose_threshold(y_train, oof)
     log.info(
         "cv roc_auc %.4f +/- %.4f; threshold %.4f (max F1 out of fold)",
@@ -94,7 +95,7 @@ def train(settings: Settings, data_path: Path, seed: int, log) -> dict[str, Any]
     )
 
     started = time.perf_counter()
-    pipeline = build_pipeline(seed).fit(X_train, y_train)
+    pipeline = build(seed).fit(X_train, y_train)
     fit_seconds = time.perf_counter() - started
     test_proba = pipeline.predict_proba(X_test)[:, 1]
     metrics = classification_metrics(y_test, test_proba, threshold)
@@ -170,6 +171,7 @@ def save_and_register(settings: Settings, result: dict[str, Any], promote: str, 
     return {
         "tag": tag,
         "promoted": promoted,
+        "skipped": False,
         "reason": reason,
         "current": registry.current(),
         "threshold": result["threshold"],
@@ -187,6 +189,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="auto: promote if no current model or ROC AUC >= current - 0.005 (default)",
     )
     parser.add_argument("--seed", type=int, default=42, help="random seed (default: %(default)s)")
+    parser.add_argument(
+        "--if-no-current",
+        action="store_true",
+        help="train only if the registry has no current model (the first-training Job); else exit 0",
+    )
     return parser.parse_args(argv)
 
 
@@ -194,6 +201,21 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     settings = settings_or_exit()
     log = setup_logging(settings, "training").getChild("train")
+    if args.if_no_current:
+        try:
+            current = Registry(settings.registry_path, settings.model_name).current()
+        except RegistryError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        if current is not None:
+            reason = f"--if-no-current: the registry already has a current model, {current}; nothing to do"
+            log.info(reason)
+            print(
+                json.dumps(
+                    {"tag": None, "promoted": False, "skipped": True, "reason": reason, "current": current}
+                )
+            )
+            return 0
     try:
         result = train(settings, args.data, args.seed, log)
     except DataValidationError as exc:

@@ -14,7 +14,7 @@ import pytest
 from sklearn.model_selection import train_test_split
 
 from churn.schema import FEATURE_NAMES, read_csv
-from churn.serving import PredictionLog
+from churn.serving import PredictionLog, ScoreResult
 from churn.settings import settings_from_env
 from tests.support import DATA, last_json_line, run_cli, state_env, train
 
@@ -169,11 +169,7 @@ def _log_with_service_code(home: Path, frame: pd.DataFrame, folder: Path) -> Non
     records = data.to_dict(orient="records")
     for start in range(0, len(records), 25):
         chunk = records[start : start + 25]
-        result = {
-            "churn_probability": np.full(len(chunk), 0.3),
-            "threshold": 0.5,
-            "model": "churn_model:test",
-        }
+        result = ScoreResult(np.full(len(chunk), 0.3), np.zeros(len(chunk), bool), ("churn_model:test",))
         log.append("req", result, chunk, [None] * len(chunk))
     log.close()
 
@@ -354,3 +350,16 @@ def test_alert_module_gives_up_inside_its_time_box():
     )
     assert result["sent"] is False and time.monotonic() - started < 3
     assert TOKEN not in json.dumps(result)
+
+
+def test_no_verdict_is_not_a_failure_for_the_scheduled_job(home, held_out, tmp_path):
+    """--allow-no-verdict (the CronJob): too few records is exit 0 and says so; bad input stays 2."""
+    proc, summary = drift(home, "--current", str(write(tmp_path, held_out.head(10))), "--allow-no-verdict")
+    assert proc.returncode == 0 and summary == {
+        "drift": None,
+        "verdict": False,
+        "reason": summary["reason"],
+    }
+    assert "only 10 current record(s)" in summary["reason"] and "no verdict" in proc.stderr
+    proc, _ = drift(home, "--current", str(tmp_path / "missing.csv"), "--allow-no-verdict")
+    assert proc.returncode == 2

@@ -186,83 +186,180 @@ def _load(url: str, clients: int, seconds: float, timeout: float = 10):
     return codes, errors
 
 
+# `make soak` sets CHURN_LOAD_SECONDS=600; `make test` runs the same test for 45 s.
+LOAD_SECONDS = float(os.environ.get("CHURN_LOAD_SECONDS", "45"))
+# Measured (README, reliability table): under this load the server tree's RSS climbs for about
+# 3 minutes (allocator arenas, caches) and then stays flat. A run of 5 minutes or more must show
+# the plateau: at most PLATEAU_MB of growth over its last 5 minutes. A shorter run sees only the
+# climb, which must stay under RAMP_MB.
+PLATEAU_MB = 25.0
+RAMP_MB = 150.0
+
+
+@pytest.mark.timeout(LOAD_SECONDS + 300)
 def test_sustained_load_32_clients_no_errors_and_stable_memory(server):
     _load(server.url, 8, 3)  # warm-up
-    before = _server_rss(server)
-    codes, errors = _load(server.url, 32, 45)
-    after = _server_rss(server)
-    growth_mb = (after - before) / 1e6
+    step = min(60.0, LOAD_SECONDS / 5)
+    curve: list[tuple[float, float]] = [(0.0, _server_rss(server) / 1e6)]
+    done = threading.Event()
+
+    def sample():
+        started = time.monotonic()
+        while not done.wait(step):
+            curve.append((time.monotonic() - started, _server_rss(server) / 1e6))
+            print(f"\n  RSS at {curve[-1][0]:.0f} s: {curve[-1][1]:.0f} MB", flush=True)
+
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    try:
+        codes, errors = _load(server.url, 32, LOAD_SECONDS)
+    finally:
+        done.set()
+        sampler.join()
+    curve.append((LOAD_SECONDS, _server_rss(server) / 1e6))
+    growth = curve[-1][1] - curve[0][1]
+    last5 = [mb for t, mb in curve if t >= LOAD_SECONDS - 300]
     print(
-        f"\nload: 32 clients x 45 s: {len(codes)} requests, {len(errors)} errors; "
-        f"RSS {before / 1e6:.0f} MB -> {after / 1e6:.0f} MB ({growth_mb:+.1f} MB)"
+        f"\nload: 32 clients x {LOAD_SECONDS:.0f} s: {len(codes)} requests, {len(errors)} errors; "
+        f"RSS (s, MB): {[(round(t), round(mb)) for t, mb in curve]}; growth {growth:+.1f} MB in all, "
+        f"{last5[-1] - last5[0]:+.1f} MB over the last {min(LOAD_SECONDS, 300):.0f} s"
     )
-    assert errors == [] and len(codes) > 500
-    assert growth_mb < 150
+    assert errors == [] and len(codes) > 20 * LOAD_SECONDS
+    if LOAD_SECONDS >= 300:
+        assert last5[-1] - last5[0] < PLATEAU_MB
+    else:
+        assert growth < RAMP_MB
 
 
-def _runner_pids(srv: Server) -> list[int]:
+def _workers(srv: Server, role: str) -> list[int]:
+    """PIDs of the server's BentoML worker processes of one role: `http_api_server` or `runner`."""
     pids = []
     for p in psutil.Process(srv.proc.pid).children(recursive=True):
         try:
-            if "runner" in " ".join(p.cmdline()):
+            if f"bentoml_cli.worker.{role}" in p.cmdline():
                 pids.append(p.pid)
         except psutil.NoSuchProcess:
             pass
     return pids
 
 
-def test_killed_runner_recovers_by_itself_with_clean_503s(home, tmp_path):
-    # Remote runner processes (RUNNER_EMBEDDED=false): the mode with a runner process to kill.
+def _closed_loop(srv: Server, clients: int, results: list, stop: threading.Event, timeout: float = 30):
+    """`clients` threads sending one record at a time; (sent, took, status or error name) each."""
+
+    def client(i):
+        while not stop.is_set():
+            t = time.monotonic()
+            try:
+                status = http("POST", srv.url + "/predict", {"instances": [RECORDS[i]]}, timeout=timeout)[0]
+            except OSError as exc:  # a dropped connection, or a hang until the client's timeout
+                status = type(exc).__name__
+            results.append((t, time.monotonic() - t, status))
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
+    for t in threads:
+        t.start()
+    return threads
+
+
+def test_killed_api_worker_costs_at_most_its_requests_in_flight(home, tmp_path):
+    """The shipped configuration: the model runs inside each of the two API workers."""
+    srv = Server("http", home, tmp_path).start()
+    try:
+        wait_for(lambda: http("GET", srv.url + "/ready")[0] == 200, 60, what="ready")
+        before = _workers(srv, "http_api_server")
+        assert len(before) == 2
+        results: list[tuple[float, float, object]] = []
+        stop = threading.Event()
+        threads = _closed_loop(srv, 8, results, stop)
+        time.sleep(3)
+        killed_at = time.monotonic()
+        os.kill(before[0], signal.SIGKILL)
+        replaced = wait_for(
+            lambda: len(set(_workers(srv, "http_api_server")) - set(before)) == 1 and time.monotonic(),
+            30,
+            interval=0.1,
+            what="a new API worker",
+        )
+        new_pid = (set(_workers(srv, "http_api_server")) - set(before)).pop()
+        wait_for(
+            lambda: any(f"-{new_pid}-" in p.name for p in (home / "predictions").glob("*.jsonl")),
+            30,
+            interval=0.2,
+            what="the new worker serving",
+        )
+        serving_again = time.monotonic()
+        time.sleep(2)
+        stop.set()
+        for t in threads:
+            t.join(40)
+        after = [(t, took, s) for t, took, s in results if t + took >= killed_at]
+        failed = [s for _, _, s in after if s != 200]
+        ok_times = sorted(t + took for t, took, s in results if s == 200 and t + took >= killed_at - 1)
+        gap = max(b - a for a, b in zip(ok_times, ok_times[1:], strict=False))
+        print(
+            f"\nAPI worker SIGKILL under load (8 clients): {len(after)} requests after the kill, "
+            f"{len(failed)} failed ({sorted(set(map(str, failed)))}); longest pause between answers "
+            f"{gap:.2f} s; replaced in {replaced - killed_at:.1f} s, serving again in "
+            f"{serving_again - killed_at:.1f} s"
+        )
+        # Only requests the killed worker held can fail, and only as a dropped connection (clients
+        # retry): never a 5xx, never a hang. The other worker answers throughout.
+        assert len(failed) <= 8 and all(s in ("RemoteDisconnected", "ConnectionResetError") for s in failed)
+        assert gap < 1.0
+        assert serving_again - killed_at < 15
+        assert srv.proc.poll() is None
+    finally:
+        srv.stop()
+
+
+def test_killed_runners_answer_503_within_the_bound_and_recover(home, tmp_path):
+    """Remote runner processes (RUNNER_EMBEDDED=false): requests caught while every runner is down
+    get a clean 503 within RUNNER_TIMEOUT_SECONDS (+1 s), never a hang or a 500."""
+    from service import RUNNER_TIMEOUT_SECONDS
+
     srv = Server("http", home, tmp_path, RUNNER_EMBEDDED="false").start()
     try:
-        pids = _runner_pids(srv)
-        assert pids, "no runner process found"
-        results: list[tuple[float, int]] = []
+        wait_for(lambda: http("GET", srv.url + "/ready")[0] == 200, 60, what="ready")
+        runners = _workers(srv, "runner")
+        assert runners, "no runner process found"
+        results: list[tuple[float, float, object]] = []
         ready: list[tuple[float, int]] = []
         stop = threading.Event()
-
-        def client(i):
-            while not stop.is_set():
-                t = time.monotonic()
-                try:
-                    # 30 s: the bound on a request's wait; circus restarts the runners well within it
-                    status = http("POST", srv.url + "/predict", {"instances": [RECORDS[i]]}, timeout=30)[0]
-                except OSError:
-                    status = -1  # a hang (client timeout) or a dropped connection: what must not happen
-                results.append((t, status))
+        threads = _closed_loop(srv, 8, results, stop)
 
         def watch_ready():
             while not stop.is_set():
                 ready.append((time.monotonic(), http("GET", srv.url + "/ready", timeout=10)[0]))
                 time.sleep(0.2)
 
-        threads = [threading.Thread(target=client, args=(i,)) for i in range(8)] + [
-            threading.Thread(target=watch_ready)
-        ]
-        for t in threads:
-            t.start()
+        watcher = threading.Thread(target=watch_ready)
+        watcher.start()
         time.sleep(3)
         killed_at = time.monotonic()
-        for pid in pids:
+        for pid in runners:
             os.kill(pid, signal.SIGKILL)
         recovered = wait_for(
-            lambda: any(t > killed_at and s == 200 for t, s in results[-20:]) and time.monotonic(),
+            lambda: any(t > killed_at and s == 200 for t, _, s in results[-20:]) and time.monotonic(),
             60,
             what="predictions succeed again",
         )
         time.sleep(3)
         stop.set()
-        for t in threads:
-            t.join(30)
-        after = [(t, s) for t, s in results if t >= killed_at]
-        failed = [s for _, s in after if s != 200]
+        for t in [*threads, watcher]:
+            t.join(40)
+        after = [(t, took, s) for t, took, s in results if t + took >= killed_at]
+        failed = [(took, s) for _, took, s in after if s != 200]
+        slowest = max((took for took, _ in failed), default=0.0)
         print(
             f"\nrunner SIGKILL under load: {len(after)} requests after the kill, {len(failed)} failed "
-            f"(codes {sorted(set(failed))}), recovered in {recovered - killed_at:.1f} s"
+            f"(codes {sorted({str(s) for _, s in failed})}, slowest {slowest:.1f} s), "
+            f"recovered in {recovered - killed_at:.1f} s"
         )
-        assert set(failed) <= {503}, "failures must be clean 503s, never hangs or 500s"
-        assert any(s == 503 for _, s in ready if s != 200) or not failed  # readiness saw the gap
-        assert all(s == 200 for _, s in results[-16:])
+        assert failed, "killing every runner must interrupt some requests"
+        assert {s for _, s in failed} == {503}, "failures must be clean 503s, never hangs or 500s"
+        assert slowest <= RUNNER_TIMEOUT_SECONDS + 1
+        assert any(s == 503 for t, s in ready if t > killed_at), "readiness must report the gap"
+        assert all(s == 200 for _, _, s in results[-16:])
         assert srv.proc.poll() is None
     finally:
         srv.stop()
@@ -289,8 +386,8 @@ def test_sigterm_lets_in_flight_requests_finish(home, tmp_path):
         t.join(60)
     srv.proc.wait(60)
     print(f"\nSIGTERM with 4 x 10,000-record requests in flight: {outcomes}")
-    assert outcomes.count("200") == 4
-    assert srv.proc.returncode is not None
+    assert outcomes == ["200"] * 4
+    assert srv.proc.returncode == 0  # a clean exit, not a crash
 
 
 def test_corrupt_model_files_are_reported_not_served_and_rollback_restores(tmp_path):
@@ -338,5 +435,6 @@ def test_secret_values_never_reach_logs_metrics_or_error_bodies(server, home):
         texts.append(path.read_text(errors="replace"))
     assert sum(map(len, texts)) > 10_000
     assert all(SENTINEL not in t for t in texts)
-    # the sentinel really was in the server's environment
-    assert SENTINEL in server.env["MONITORING_API_TOKEN"]
+    # the sentinel really reached the serving processes (read from the kernel, not from the test)
+    environs = [p.environ() for p in psutil.Process(server.proc.pid).children(recursive=True)]
+    assert environs and all(env.get("MONITORING_API_TOKEN") == SENTINEL for env in environs)

@@ -189,3 +189,36 @@ def test_broken_csv_exits_2_and_writes_nothing(tmp_path, kind):
     assert "\nerror: " in proc.stderr and "Traceback" not in proc.stderr
     assert not (home / "registry.json").exists()
     assert list((home / "bentoml" / "models").glob("*/*")) == []
+
+
+def test_first_training_job_does_nothing_when_a_model_is_current(tmp_path):
+    """The first-training Job runs again after every re-apply: it must never retrain."""
+    env = state_env(tmp_path)
+    first = last_json_line(run_cli("training.train", "--if-no-current", env=env).stdout)
+    assert first["promoted"] is True and first["skipped"] is False
+    again = run_cli("training.train", "--if-no-current", env=env)
+    assert again.returncode == 0, again.stderr
+    summary = last_json_line(again.stdout)
+    assert summary["skipped"] is True and summary["tag"] is None and summary["current"] == first["tag"]
+    assert "nothing to do" in summary["reason"]
+    assert list(Registry(tmp_path / "registry.json", "churn_model").read()["versions"]) == [first["tag"]]
+
+
+def test_registry_wait_blocks_until_a_model_is_current_and_in_the_store(tmp_path):
+    env = state_env(tmp_path)
+    gave_up = run_cli("training.registry", "wait", "--timeout", "2", env=env)
+    assert gave_up.returncode == 1 and "gave up after 2 s: no current model" in gave_up.stderr
+    assert run_cli("training.registry", "wait", "--timeout", "0", env=env).returncode == 2  # bad input
+    waiter = subprocess.Popen(
+        [sys.executable, "-m", "training.registry", "wait", "--timeout", "120"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    time.sleep(3)
+    assert waiter.poll() is None  # still waiting: nothing trained yet
+    tag = train(tmp_path)["tag"]
+    out, _ = waiter.communicate(timeout=30)
+    assert waiter.returncode == 0 and out.strip() == tag
