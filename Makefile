@@ -11,6 +11,7 @@ export MLOPS_HOME ?= $(CURDIR)/.mlops
 export UV_PROJECT_ENVIRONMENT := $(CURDIR)/$(VENV)
 HTTP_PORT    ?= 3000
 GRPC_PORT    ?= 50051
+GRPC_METRICS_PORT ?= 3001
 VERSION      := $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml | head -n 1)
 IMAGE        := churn-service:$(VERSION)
 BENTO        := churn_service:$(VERSION)
@@ -20,7 +21,7 @@ CHECKOV_VENV := .venv-checkov
 MLSERVER_VENV := .venv-mlserver
 
 .PHONY: help install lock run train registry drift test test-unit test-integration test-k8s soak bench e2e lint format \
-	bento image docker render checkov checkov-install clean
+	bento image docker render checkov checkov-install prometheus-install clean
 
 help: ## list every target
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-18s %s\n", $$1, $$2}'
@@ -39,7 +40,7 @@ lock: $(UV) ## re-resolve pyproject.toml into uv.lock
 	$(UV) lock
 
 run: install ## main job: train if no current model, then serve HTTP :3000 and gRPC :50051 (Ctrl-C stops both)
-	HTTP_PORT=$(HTTP_PORT) GRPC_PORT=$(GRPC_PORT) scripts/run.sh
+	HTTP_PORT=$(HTTP_PORT) GRPC_PORT=$(GRPC_PORT) GRPC_METRICS_PORT=$(GRPC_METRICS_PORT) scripts/run.sh
 
 train: install ## train a model and register it (auto promotion)
 	$(PY) -m training.train
@@ -50,13 +51,13 @@ registry: install ## show the registry's versions
 drift: install ## drift check of the prediction log against the current model's training data
 	$(PY) -m monitoring.drift
 
-test: install checkov-install image ## the whole test suite: unit, integration, k8s, e2e (builds the image)
+test: install checkov-install prometheus-install image ## the whole test suite: unit, integration, k8s, e2e (builds the image)
 	$(PY) -m pytest tests
 
-test-unit: install ## fast unit tests only
+test-unit: install prometheus-install ## fast unit tests only (the alert rules' tests need promtool)
 	$(PY) -m pytest tests/unit
 
-test-integration: install ## tests against real servers
+test-integration: install prometheus-install ## tests against real servers (and a real Prometheus)
 	$(PY) -m pytest tests/integration
 
 $(MLSERVER_VENV)/.installed: uv.lock
@@ -72,7 +73,7 @@ bench: install $(MLSERVER_VENV)/.installed ## side-by-side benchmark (in-process
 	command -v hey >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq hey; }
 	$(PY) benchmarks/bench.py
 
-soak: install ## 10 minutes at 32 clients against a real server: errors and memory growth
+soak: install ## 10 minutes at 32 clients against a real server: errors and the RSS curve (must plateau)
 	CHURN_LOAD_SECONDS=600 $(PY) -m pytest tests/integration/test_reliability.py -k sustained -s
 
 test-k8s: install checkov-install ## rendered manifests: schema, structure, checkov
@@ -96,8 +97,9 @@ image: bento docker ## bentoml containerize -> churn-service:$(VERSION) (base im
 		--opt network=host -t $(IMAGE)
 	docker image inspect $(IMAGE) --format '$(IMAGE): {{.Size}} bytes'
 
-render: install ## print the rendered minikube overlay (never committed)
-	$(VENV)/bin/kubectl kustomize kustomize/overlays/minikube
+OVERLAY ?= minikube
+render: install ## print a rendered overlay: make render [OVERLAY=minikube|production] (never committed)
+	$(VENV)/bin/kubectl kustomize kustomize/overlays/$(OVERLAY)
 
 $(CHECKOV_VENV)/.installed:
 	python3 -m venv $(CHECKOV_VENV)
@@ -106,10 +108,12 @@ $(CHECKOV_VENV)/.installed:
 
 checkov-install: $(CHECKOV_VENV)/.installed ## checkov in its own venv (about 460 MB)
 
-checkov: install checkov-install ## security scan of the rendered manifests
-	mkdir -p build/rendered
-	$(VENV)/bin/kubectl kustomize kustomize/overlays/minikube > build/rendered/minikube.yaml
-	$(CHECKOV_VENV)/bin/checkov --config-file tests/k8s/checkov.yaml -d build/rendered
+checkov: install checkov-install ## security scan of every rendered overlay
+	$(PY) -m pytest tests/k8s/test_checkov.py
+
+prometheus-install: ## Debian's prometheus and promtool (alert-rule tests and a real server in the tests)
+	command -v promtool >/dev/null && command -v prometheus >/dev/null || { apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus >/dev/null; }
 
 lint: install ## ruff lint and format check
 	$(VENV)/bin/ruff check .

