@@ -100,9 +100,11 @@ class HolderStatus:
 class ModelHolder:
     """The models a runner serves, swapped in place when the registry changes.
 
-    Models are loaded only by `refresh()`, which the poll thread runs once per reload interval:
-    a request or a probe never loads a model, so a model that fails to load costs one attempt per
-    interval, not one per request.
+    The poll thread runs `refresh()` once per reload interval. A worker that holds no model also
+    refreshes when a request or probe finds the registry file changed since its last look (a
+    `stat`, no read): so every worker serves a first model, or a rollback away from a broken one,
+    as soon as the registry names it. Never more often: a model that fails to load costs one
+    attempt per interval (or per registry change), not one per request.
     """
 
     def __init__(
@@ -121,6 +123,7 @@ class ModelHolder:
         self._error: str | None = "not checked yet"
         self._candidate_error: str | None = None
         self._checked_at: float | None = None
+        self._registry_seen: tuple[int, int, int] | None = None  # (inode, size, mtime) last read
         self._refresh_lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -140,6 +143,7 @@ class ModelHolder:
         """Look at the registry once; load what it names if it is not what is held."""
         with self._refresh_lock:
             self._checked_at = time.time()
+            self._registry_seen = self._registry_signature()
             try:
                 data = read_registry(self.settings.registry_path, self.settings.model_name)
             except (RegistryError, OSError) as exc:
@@ -188,6 +192,26 @@ class ModelHolder:
         if new.candidate is not None:
             m.candidate_info.labels(model=new.candidate.tag, mode=new.mode).set(1)
         update_report_gauges(self.settings, m, self._reports_seen)
+
+    def _registry_signature(self) -> tuple[int, int, int] | None:
+        try:
+            st = os.stat(self.settings.registry_path)
+        except OSError:
+            return None
+        return st.st_ino, st.st_size, st.st_mtime_ns
+
+    def _refresh_if_registry_changed(self) -> None:
+        """With no model held: refresh now if the registry was rewritten since the last look
+        (the registry is replaced whole, so a new inode). Skipped if a refresh is running."""
+        if self._registry_signature() == self._registry_seen or not self._refresh_lock.acquire(
+            blocking=False
+        ):
+            return
+        self._refresh_lock.release()
+        try:
+            self.refresh()
+        except Exception:
+            log.exception("model refresh failed")
 
     def _candidate_for(
         self, staged: Candidate | None, current: LoadedModel | None, held: Serving
@@ -238,6 +262,8 @@ class ModelHolder:
             self.prediction_log.close()
 
     def status(self) -> HolderStatus:
+        if self._serving.current is None:
+            self._refresh_if_registry_changed()
         serving = self._serving
         model = serving.current
         candidate = None
@@ -260,6 +286,8 @@ class ModelHolder:
         )
 
     def score(self, records: list[dict[str, Any]], ids: list[Any], request_id: str) -> ScoreResult:
+        if self._serving.current is None:
+            self._refresh_if_registry_changed()
         serving = self._serving  # read once: the whole request sees one pair of models
         current = serving.current
         if current is None:

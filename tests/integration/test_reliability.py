@@ -306,7 +306,7 @@ def test_killed_api_worker_costs_at_most_its_requests_in_flight(home, tmp_path):
         # retry): never a 5xx, never a hang. The other worker answers throughout.
         assert len(failed) <= 8 and all(s in ("RemoteDisconnected", "ConnectionResetError") for s in failed)
         assert gap < 1.0
-        assert serving_again - killed_at < 15
+        assert serving_again - killed_at < 30
         assert srv.proc.poll() is None
     finally:
         srv.stop()

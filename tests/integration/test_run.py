@@ -55,7 +55,9 @@ def test_make_run_trains_serves_both_transports_and_stops_cleanly(tmp_path):
         metrics = http("GET", f"http://127.0.0.1:{ports['GRPC_METRICS_PORT']}/")
         assert metrics[0] == 200 and "churn_model_loaded 1.0" in metrics[1]
         assert 'bentoml_api_server_request_total{api_name="predict",http_response_code="200"' in metrics[1]
-        assert "churn_model_loaded 1.0" in http("GET", http_url + "/metrics")[1]
+        wait_for(
+            lambda: "churn_model_loaded 1.0" in http("GET", http_url + "/metrics")[1], 10, what="model gauge"
+        )
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         try:
