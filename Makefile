@@ -20,7 +20,7 @@ BUILD_HOME   := $(CURDIR)/build/bentoml
 CHECKOV_VENV := .venv-checkov
 MLSERVER_VENV := .venv-mlserver
 
-.PHONY: help install lock run train registry drift test test-unit test-integration test-k8s soak bench e2e lint format \
+.PHONY: help install lock run train registry drift performance retrain demo test test-unit test-integration test-k8s soak bench e2e lint format \
 	bento image docker render checkov checkov-install prometheus-install clean
 
 help: ## list every target
@@ -50,6 +50,15 @@ registry: install ## show the registry's versions
 
 drift: install ## drift check of the prediction log against the current model's training data
 	$(PY) -m monitoring.drift
+
+performance: install ## performance report: realized (outcomes) and estimated (CBPE) metrics per version
+	$(PY) -m monitoring.performance
+
+retrain: install ## retrain on the data set plus the outcomes; promote only if the gate says better
+	$(PY) -m training.retrain
+
+demo: install ## the model lifecycle on real data, end to end, in a few minutes (state in .mlops-demo/)
+	$(PY) scripts/demo.py
 
 test: install checkov-install prometheus-install image ## the whole test suite: unit, integration, k8s, e2e (builds the image)
 	$(PY) -m pytest tests

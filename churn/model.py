@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 
 MODULE = "bentoml.sklearn"
 REFERENCE_KEY = "drift_reference"
+CALIBRATION_KEY = "calibration"
 
 
 class ModelUnavailable(RuntimeError):
@@ -159,4 +160,17 @@ def load_reference(settings: Settings, tag: str) -> pd.DataFrame:
         raise ModelUnavailable(f"model {tag} has no stored drift reference") from None
     except Exception as exc:
         raise ModelUnavailable(f"model {tag}: drift reference unreadable: {exc}") from None
+    return frame
+
+
+def load_calibration(settings: Settings, tag: str) -> pd.DataFrame | None:
+    """The out-of-fold probabilities and outcomes of a version's training rows (columns
+    churn_probability, churn): what calibrates its performance estimates. None for versions
+    trained before they were saved, or unreadable."""
+    try:
+        frame = get_store_model(settings, tag).custom_objects[CALIBRATION_KEY]
+    except (ModelUnavailable, KeyError):
+        return None
+    except Exception:  # a damaged custom object: estimates fall back to raw probabilities
+        return None
     return frame

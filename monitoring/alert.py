@@ -69,3 +69,30 @@ def send_alert(
         if attempt < attempts - 1 and sleep > 0:
             time.sleep(sleep)
     return {"sent": False, "attempts": tried, "status": status, "error": error, "target": target}
+
+
+def alert_if_configured(
+    settings, summary: dict[str, Any], needed: bool, quiet_reason: str, log
+) -> dict[str, Any]:
+    """`--alert` of the monitoring commands: POST `summary` when `needed`, if the Secret is set;
+    reports (never raises) what happened, without the token or the URL's path."""
+    import sys
+
+    if settings.monitoring_webhook_url is None or settings.monitoring_api_token is None:
+        print(
+            "alerting is not configured (MONITORING_WEBHOOK_URL and MONITORING_API_TOKEN unset)",
+            file=sys.stderr,
+        )
+        return {"sent": False, "error": "not configured"}
+    if not needed:
+        return {"sent": False, "error": None, "reason": quiet_reason}
+    result = send_alert(
+        settings.monitoring_webhook_url.get_secret_value(),
+        settings.monitoring_api_token.get_secret_value(),
+        {k: v for k, v in summary.items() if k != "alert"},
+    )
+    if result["sent"]:
+        log.info("alert sent to %s (attempt %d)", result["target"], result["attempts"])
+    else:
+        log.error("alert not delivered after %d attempt(s): %s", result["attempts"], result["error"])
+    return result

@@ -11,19 +11,21 @@ import datetime as dt
 import heapq
 import json
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from churn.feedback import LoggedPrediction
 from churn.schema import FEATURE_NAMES, FEATURES, ID_COLUMN, LABEL_COLUMN, read_raw_csv
 
 JSONL_SUFFIXES = (".jsonl", ".json", ".log")
 
 
-class DriftInputError(ValueError):
-    """Bad input for the drift check (exit code 2); the message names the problem."""
+class InputError(ValueError):
+    """Bad input for a monitoring command (exit code 2); the message names the problem."""
 
 
 @dataclass
@@ -47,9 +49,7 @@ def parse_since(text: str | None, now: dt.datetime | None = None) -> dt.datetime
     try:
         when = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
-        raise DriftInputError(
-            f"--since {text!r}: expected a duration like 24h, 30m, 7d or an ISO time"
-        ) from None
+        raise InputError(f"--since {text!r}: expected a duration like 24h, 30m, 7d or an ISO time") from None
     return when if when.tzinfo else when.replace(tzinfo=dt.UTC)
 
 
@@ -58,10 +58,10 @@ def normalise(raw: pd.DataFrame, source: str) -> pd.DataFrame:
     raw = raw.rename(columns=lambda c: str(c).strip())
     missing = [c for c in FEATURE_NAMES if c not in raw.columns]
     if missing:
-        raise DriftInputError(f"{source}: missing column(s) {missing}")
+        raise InputError(f"{source}: missing column(s) {missing}")
     unknown = [c for c in raw.columns if c not in FEATURE_NAMES and c not in (ID_COLUMN, LABEL_COLUMN)]
     if unknown:
-        raise DriftInputError(f"{source}: unknown column(s) {unknown}")
+        raise InputError(f"{source}: unknown column(s) {unknown}")
     out = pd.DataFrame(index=raw.index)
     for feature in FEATURES:
         col = raw[feature.name]
@@ -80,7 +80,7 @@ def normalise(raw: pd.DataFrame, source: str) -> pd.DataFrame:
         bad = num.isna() | ~np.isfinite(num)
         if bad.any():
             row = int(np.flatnonzero(bad.to_numpy())[0])
-            raise DriftInputError(
+            raise InputError(
                 f"{source}: column {feature.name!r}, row {row + 1}: not a number ({text.iloc[row]!r})"
             )
         out[feature.name] = num.astype(np.float64)
@@ -88,7 +88,7 @@ def normalise(raw: pd.DataFrame, source: str) -> pd.DataFrame:
 
 
 def read_csv(path: Path) -> LoadedData:
-    raw = read_raw_csv(str(path), DriftInputError)
+    raw = read_raw_csv(str(path), InputError)
     return LoadedData(frame=normalise(raw, str(path)), source=str(path), total_lines=len(raw))
 
 
@@ -99,6 +99,50 @@ def prediction_log_files(folder: Path, since: dt.datetime | None) -> list[Path]:
     return files
 
 
+@dataclass
+class LogScan:
+    """What a pass over prediction-log files saw: lines read, and lines that were not records."""
+
+    total: int = 0
+    bad: int = 0
+
+    def check(self, source: str, max_bad_fraction: float) -> None:
+        """More than `max_bad_fraction` unreadable lines is an error: a wrong file, not torn lines."""
+        if self.total and self.bad / self.total > max_bad_fraction:
+            raise InputError(
+                f"{source}: {self.bad} of {self.total} lines are not prediction-log records "
+                f"(more than the tolerated {max_bad_fraction:.1%})"
+            )
+
+
+def iter_prediction_log(
+    paths: list[Path], since: dt.datetime | None = None, scan: LogScan | None = None
+) -> Iterator[LoggedPrediction]:
+    """The prediction-log lines of `paths` (newer than `since`), one parsed entry at a time, in file
+    order. Unreadable lines are skipped and counted in `scan`."""
+    scan = scan if scan is not None else LogScan()
+    cutoff = None if since is None else since.astimezone(dt.UTC)
+    for path in paths:
+        try:
+            with open(path, "rb") as fh:
+                for line in fh:
+                    if not line.strip() or not line.endswith(b"\n"):
+                        continue  # blank, or the last line of a file the service is appending to
+                    scan.total += 1
+                    try:
+                        entry = json.loads(line)
+                        if not isinstance(entry["record"], dict):
+                            raise TypeError("record is not an object")
+                        when = parse_log_time(str(entry["time"]))
+                    except (ValueError, KeyError, TypeError):
+                        scan.bad += 1
+                        continue
+                    if cutoff is None or when >= cutoff:
+                        yield entry
+        except OSError as exc:
+            raise InputError(f"{path}: unreadable ({exc.strerror or exc})") from None
+
+
 def read_prediction_log(
     paths: list[Path],
     source: str,
@@ -107,43 +151,18 @@ def read_prediction_log(
     max_bad_fraction: float = 0.01,
 ) -> LoadedData:
     """Records of the prediction log, oldest first. Streams the files and keeps only the newest
-    `max_records` on a heap, so memory is bounded by `max_records`, not by the log's size.
-    Unreadable lines are counted; more than `max_bad_fraction` of them is an error (a wrong file,
-    not a few torn lines)."""
-    kept: list[tuple[str, int, dict]] = []  # a min-heap on (time, line number): the oldest on top
-    bad = total = 0
-    cutoff = None if since is None else since.astimezone(dt.UTC)
-    for path in paths:
-        try:
-            with open(path, "rb") as fh:
-                for line in fh:
-                    if not line.strip() or not line.endswith(b"\n"):
-                        continue  # blank, or the last line of a file the service is appending to
-                    total += 1
-                    try:
-                        entry = json.loads(line)
-                        record = entry["record"]
-                        stamp = str(entry["time"])
-                        if not isinstance(record, dict):
-                            raise TypeError("record is not an object")
-                        if cutoff is not None and parse_log_time(stamp) < cutoff:
-                            continue
-                    except (ValueError, KeyError, TypeError):
-                        bad += 1
-                        continue
-                    item = (stamp, total, record)
-                    if max_records is None or len(kept) < max_records:
-                        heapq.heappush(kept, item)
-                    elif item > kept[0]:
-                        heapq.heapreplace(kept, item)
-        except OSError as exc:
-            raise DriftInputError(f"{path}: unreadable ({exc.strerror or exc})") from None
-    if total and bad / total > max_bad_fraction:
-        raise DriftInputError(
-            f"{source}: {bad} of {total} lines are not prediction-log records "
-            f"(more than the tolerated {max_bad_fraction:.1%})"
-        )
+    `max_records` on a heap, so memory is bounded by `max_records`, not by the log's size."""
+    kept: list[tuple[str, int, dict]] = []  # a min-heap on (time, arrival): the oldest on top
+    scan = LogScan()
+    for n, entry in enumerate(iter_prediction_log(paths, since, scan)):
+        item = (entry["time"], n, entry["record"])
+        if max_records is None or len(kept) < max_records:
+            heapq.heappush(kept, item)
+        elif item > kept[0]:
+            heapq.heapreplace(kept, item)
+    scan.check(source, max_bad_fraction)
     kept.sort()
+    bad, total = scan.bad, scan.total
     if not kept:
         return LoadedData(
             frame=pd.DataFrame(columns=list(FEATURE_NAMES)), source=source, bad_lines=bad, total_lines=total
@@ -168,7 +187,7 @@ def load_current(path: Path | None, default_folder: Path, since, max_records, ma
     """--current: a CSV, a prediction-log file or folder; default the service's prediction log."""
     if path is None:
         if not default_folder.is_dir():
-            raise DriftInputError(
+            raise InputError(
                 f"no prediction log at {default_folder} (serve some predictions, or pass --current)"
             )
         return read_prediction_log(
@@ -183,7 +202,7 @@ def load_current(path: Path | None, default_folder: Path, since, max_records, ma
             prediction_log_files(path, since), str(path), since, max_records, max_bad_fraction
         )
     if not path.exists():
-        raise DriftInputError(f"{path}: no such file or folder")
+        raise InputError(f"{path}: no such file or folder")
     if path.suffix.lower() in JSONL_SUFFIXES:
         return read_prediction_log([path], str(path), since, max_records, max_bad_fraction)
     data = read_csv(path)

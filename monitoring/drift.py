@@ -26,40 +26,21 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from churn.cli import open_unit, positive_int, share
 from churn.logs import setup_logging
 from churn.model import ModelUnavailable, load_reference
 from churn.registry import RegistryError, current_tag
 from churn.settings import Settings, settings_or_exit
-from monitoring.alert import send_alert
-from monitoring.data import DriftInputError, load_current, normalise, parse_since, read_csv
+from monitoring.alert import alert_if_configured
+from monitoring.data import InputError, load_current, normalise, parse_since, read_csv
 from monitoring.detector import detect
 from monitoring.report import REPORT_HTML, REPORT_JSON, point_latest, write_report
 
 MIN_CURRENT_ROWS = 50
 
 
-class NoVerdict(DriftInputError):
+class NoVerdict(InputError):
     """Too few current records for a drift test to mean anything."""
-
-
-def _p_val(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not 0 < value < 1:
-        raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {value}")
-    return value
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -69,12 +50,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--since", help="only log records newer than this: 24h, 30m, 7d or an ISO time")
     parser.add_argument(
-        "--max-records", type=_positive_int, default=100_000, help="newest N records (default %(default)s)"
+        "--max-records", type=positive_int, default=100_000, help="newest N records (default %(default)s)"
     )
     parser.add_argument(
         "--reference", type=Path, help="reference CSV (default: stored with the current model)"
     )
-    parser.add_argument("--p-val", type=_p_val, default=0.05, help="significance level (default %(default)s)")
+    parser.add_argument(
+        "--p-val", type=open_unit, default=0.05, help="significance level (default %(default)s)"
+    )
     parser.add_argument(
         "--output-dir", type=Path, help="report folder (default $MLOPS_HOME/reports/<UTC time>/)"
     )
@@ -89,7 +72,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--max-bad-fraction",
-        type=float,
+        type=share,
         default=0.01,
         help="tolerated share of unreadable log lines (default 0.01)",
     )
@@ -106,18 +89,16 @@ def run(settings: Settings, args: argparse.Namespace, log) -> tuple[int, dict[st
     try:
         model = current_tag(settings.registry_path, settings.model_name)
     except RegistryError as exc:
-        raise DriftInputError(str(exc)) from None
+        raise InputError(str(exc)) from None
     if args.reference is not None:
         reference = read_csv(args.reference).frame
     else:
         if model is None:
-            raise DriftInputError(
-                "no current model in the registry, so no stored reference: pass --reference"
-            )
+            raise InputError("no current model in the registry, so no stored reference: pass --reference")
         try:
             reference = normalise(load_reference(settings, model), f"reference of {model}")
         except ModelUnavailable as exc:
-            raise DriftInputError(str(exc)) from None
+            raise InputError(str(exc)) from None
     n_current = len(current.frame)
     if n_current < MIN_CURRENT_ROWS:
         raise NoVerdict(
@@ -125,7 +106,7 @@ def run(settings: Settings, args: argparse.Namespace, log) -> tuple[int, dict[st
             "for a verdict (a drift test on a handful of rows is noise)"
         )
     if len(reference) < MIN_CURRENT_ROWS:
-        raise DriftInputError(f"only {len(reference)} reference rows: at least {MIN_CURRENT_ROWS} are needed")
+        raise InputError(f"only {len(reference)} reference rows: at least {MIN_CURRENT_ROWS} are needed")
 
     log.info("comparing %d current records with %d reference rows", n_current, len(reference))
     result, unseen = detect(reference, current.frame, args.p_val)
@@ -168,30 +149,9 @@ def run(settings: Settings, args: argparse.Namespace, log) -> tuple[int, dict[st
     print(f"report: {folder / REPORT_HTML}", file=sys.stderr)
 
     if args.alert:
-        summary["alert"] = alert(settings, summary, log)
+        summary["alert"] = alert_if_configured(settings, summary, bool(result.drift), "no drift", log)
     code = 1 if (result.drift and args.fail_on_drift) else 0
     return code, summary
-
-
-def alert(settings: Settings, summary: dict[str, Any], log) -> dict[str, Any]:
-    if settings.monitoring_webhook_url is None or settings.monitoring_api_token is None:
-        print(
-            "alerting is not configured (MONITORING_WEBHOOK_URL and MONITORING_API_TOKEN unset)",
-            file=sys.stderr,
-        )
-        return {"sent": False, "error": "not configured"}
-    if not summary["drift"]:
-        return {"sent": False, "error": None, "reason": "no drift"}
-    result = send_alert(
-        settings.monitoring_webhook_url.get_secret_value(),
-        settings.monitoring_api_token.get_secret_value(),
-        {k: v for k, v in summary.items() if k != "alert"},
-    )
-    if result["sent"]:
-        log.info("alert sent to %s (attempt %d)", result["target"], result["attempts"])
-    else:
-        log.error("alert not delivered after %d attempt(s): %s", result["attempts"], result["error"])
-    return result
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -207,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"no verdict: {exc}", file=sys.stderr)
         print(json.dumps({"drift": None, "verdict": False, "reason": str(exc)}))
         return 0
-    except DriftInputError as exc:
+    except InputError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(json.dumps(summary))

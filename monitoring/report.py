@@ -55,6 +55,13 @@ def _plot(name: str, reference: pd.DataFrame, current: pd.DataFrame) -> str:
         ax.set_ylabel("density")
     ax.set_title(name, fontsize=9)
     ax.legend(fontsize=7)
+    return png_base64(fig)
+
+
+def png_base64(fig) -> str:
+    """A matplotlib figure as an inline PNG (base64), closed afterwards."""
+    import matplotlib.pyplot as plt
+
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
@@ -127,14 +134,26 @@ def render_prometheus(report: dict[str, Any]) -> str:
 def write_report(
     report: dict[str, Any], reference: pd.DataFrame, current: pd.DataFrame, output_dir: Path
 ) -> Path:
-    """Write the three files into `output_dir` atomically; returns the folder."""
+    """Write the drift report's three files into `output_dir` atomically; returns the folder."""
+    return write_report_folder(
+        {
+            REPORT_JSON: json.dumps(report, indent=2) + "\n",
+            REPORT_HTML: render_html(report, reference, current),
+            REPORT_PROM: render_prometheus(report),
+        },
+        output_dir,
+    )
+
+
+def write_report_folder(files: dict[str, str], output_dir: Path) -> Path:
+    """Write a report's files into `output_dir` atomically (a temporary folder renamed into
+    place: a reader never sees half a report); returns the folder."""
     output_dir = output_dir.absolute()
     output_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.", dir=output_dir.parent))
     try:
-        (tmp / REPORT_JSON).write_text(json.dumps(report, indent=2) + "\n")
-        (tmp / REPORT_HTML).write_text(render_html(report, reference, current))
-        (tmp / REPORT_PROM).write_text(render_prometheus(report))
+        for name, text in files.items():
+            (tmp / name).write_text(text)
         os.chmod(tmp, 0o755)
         if output_dir.exists():
             if not output_dir.is_dir() or any(output_dir.iterdir()):
@@ -147,10 +166,10 @@ def write_report(
     return output_dir
 
 
-def point_latest(reports_dir: Path, target: Path) -> Path:
-    """Make `reports_dir/latest` a relative link to `target`, replaced atomically."""
-    link = reports_dir / "latest"
-    tmp = reports_dir / f".latest.{os.getpid()}"
+def point_latest(reports_dir: Path, target: Path, name: str = "latest") -> Path:
+    """Make `reports_dir/<name>` a relative link to `target`, replaced atomically."""
+    link = reports_dir / name
+    tmp = reports_dir / f".{name}.{os.getpid()}"
     if tmp.is_symlink() or tmp.exists():
         tmp.unlink()
     os.symlink(os.path.relpath(target, reports_dir), tmp)

@@ -15,17 +15,27 @@ import json
 import platform
 import sys
 import time
+from dataclasses import dataclass
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
+from churn.evaluation import classification_metrics
 from churn.logs import setup_logging
 from churn.registry import Registry, RegistryError, utc_now
-from churn.schema import CATEGORICAL_FEATURES, NUMERIC_FEATURES, DataValidationError, read_csv, schema_dict
+from churn.schema import (
+    CATEGORICAL_FEATURES,
+    NUMERIC_FEATURES,
+    DataValidationError,
+    ValidatedData,
+    read_csv,
+    schema_dict,
+)
 from churn.settings import Settings, settings_or_exit
-from training.evaluate import choose_threshold, classification_metrics
+from training.evaluate import choose_threshold
 
 DEFAULT_DATA = Path(__file__).resolve().parent.parent / "data" / "telco_churn.csv"
 TEST_SIZE = 0.2
@@ -68,13 +78,35 @@ def package_versions() -> dict[str, str]:
     return {name: version(name) for name in names} | {"python": platform.python_version()}
 
 
-def train(settings: Settings, data_path: Path, seed: int, log, build=build_pipeline) -> dict[str, Any]:
-    """Validate, fit and evaluate; returns everything needed to save the model. Writes nothing.
-    `build(seed)` makes the unfitted pipeline (tests pass others)."""
-    from sklearn.model_selection import StratifiedKFold, cross_val_predict, cross_val_score, train_test_split
+@dataclass
+class TrainingResult:
+    """A fitted, evaluated model and everything saving it needs."""
 
+    pipeline: Any
+    threshold: float
+    metrics: dict[str, Any]
+    reference: pd.DataFrame  # training rows: the drift reference
+    X_test: pd.DataFrame
+    test_proba: np.ndarray
+    calibration: pd.DataFrame  # out-of-fold probabilities and outcomes: calibrate CBPE estimates
+    metadata: dict[str, Any]
+
+
+def train(settings: Settings, data_path: Path, seed: int, log, build=build_pipeline) -> TrainingResult:
+    """Validate the file, fit and evaluate; writes nothing. `build(seed)` makes the unfitted
+    pipeline (tests pass others)."""
     log.info("reading %s", data_path)
     data = read_csv(str(data_path), require_label=True)
+    return fit(data, {"file": data_path.name, "sha256": sha256_of(data_path)}, seed, log, build)
+
+
+def fit(
+    data: ValidatedData, data_info: dict[str, Any], seed: int, log, build=build_pipeline
+) -> TrainingResult:
+    """Stratified 80/20 split, threshold chosen out of fold on the training part, fit, evaluate on
+    the test part. `data_info` describes the data in the model's metadata."""
+    from sklearn.model_selection import StratifiedKFold, cross_val_predict, cross_val_score, train_test_split
+
     for note in data.notes:
         log.info("data: %s", note)
     X, y = data.features, data.label.to_numpy()
@@ -100,22 +132,24 @@ def train(settings: Settings, data_path: Path, seed: int, log, build=build_pipel
     test_proba = pipeline.predict_proba(X_test)[:, 1]
     metrics = classification_metrics(y_test, test_proba, threshold)
     metrics |= {"cv_roc_auc_mean": float(cv_auc.mean()), "cv_roc_auc_std": float(cv_auc.std())}
-    log.info("test: %s", ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
-    return {
-        "pipeline": pipeline,
-        "threshold": threshold,
-        "metrics": metrics,
-        "reference": X_train.reset_index(drop=True),
-        "X_test": X_test,
-        "test_proba": test_proba,
-        "metadata": {
+    log.info("test: %s", ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if v is not None))
+    return TrainingResult(
+        pipeline=pipeline,
+        threshold=threshold,
+        metrics=metrics,
+        reference=X_train.reset_index(drop=True),
+        X_test=X_test,
+        test_proba=test_proba,
+        # Out-of-fold probabilities of the whole training part (4x the test rows): measured on 10
+        # random held-out halves, calibrating on them halved the estimate's mean error vs the test rows.
+        calibration=pd.DataFrame({"churn_probability": oof, "churn": y_train.astype(bool)}),
+        metadata={
             "algorithm": "LogisticRegression on log1p-scaled numerics and one-hot categoricals",
             "hyperparameters": {k: v for k, v in HYPERPARAMS.items() if v is not None},
             "threshold": threshold,
             "metrics": metrics,
-            "data": {
-                "file": data_path.name,
-                "sha256": sha256_of(data_path),
+            "data": data_info
+            | {
                 "rows": int(len(X)),
                 "train_rows": int(len(X_train)),
                 "test_rows": int(len(X_test)),
@@ -130,42 +164,55 @@ def train(settings: Settings, data_path: Path, seed: int, log, build=build_pipel
             "package_versions": package_versions(),
             "reference_rows": int(len(X_train)),
         },
-    }
+    )
 
 
-def save_and_register(settings: Settings, result: dict[str, Any], promote: str, log) -> dict[str, Any]:
+def save_and_register(
+    settings: Settings,
+    result: TrainingResult,
+    promote: str,
+    log,
+    decision: tuple[bool, str] | None = None,
+    details: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Save to the store, check the saved model reproduces its test predictions, register.
+    `decision` (promoted, reason) overrides the registry's own policy (retraining's gate);
+    `details` go into the registry history with the registration."""
     import bentoml
 
-    from churn.model import REFERENCE_KEY, load_model
+    from churn.model import CALIBRATION_KEY, REFERENCE_KEY, load_model
 
     bento_model = bentoml.sklearn.save_model(
         settings.model_name,
-        result["pipeline"],
+        result.pipeline,
         signatures={"predict_proba": {"batchable": True, "batch_dim": 0}},
         labels={"project": "churn-mlops", "task": "binary-classification"},
-        metadata=result["metadata"],
-        # Stored with the model so that a version and its drift reference never part.
-        custom_objects={REFERENCE_KEY: result["reference"]},
+        metadata=result.metadata,
+        # Stored with the model so that a version and its drift reference never part; and its
+        # out-of-fold probabilities and outcomes, which calibrate its performance estimates.
+        custom_objects={REFERENCE_KEY: result.reference, CALIBRATION_KEY: result.calibration},
     )
     tag = str(bento_model.tag)
     log.info("saved %s to %s", tag, settings.bentoml_home_path / "models")
 
     # Smoke-load from the store, as the API will, and check it reproduces the test predictions.
     loaded = load_model(settings, tag)
-    again = loaded.predict_proba(result["X_test"])
-    if not np.allclose(again, result["test_proba"], atol=1e-12):
+    again = loaded.predict_proba(result.X_test)
+    if not np.allclose(again, result.test_proba, atol=1e-12):
         raise RuntimeError(f"{tag} reloaded from the store predicts differently from the trained model")
 
     registry = Registry(settings.registry_path, settings.model_name)
     promoted, reason = registry.register(
         tag,
         {
-            "created": result["metadata"]["trained_at"],
-            "metrics": result["metrics"],
-            "threshold": result["threshold"],
-            "data_sha256": result["metadata"]["data"]["sha256"],
+            "created": result.metadata["trained_at"],
+            "metrics": result.metrics,
+            "threshold": result.threshold,
+            "data_sha256": result.metadata["data"]["sha256"],
         },
         promote=promote,
+        decision=decision,
+        details=details,
     )
     log.info("registered %s; %s (%s)", tag, "promoted to current" if promoted else "not promoted", reason)
     return {
@@ -174,8 +221,8 @@ def save_and_register(settings: Settings, result: dict[str, Any], promote: str, 
         "skipped": False,
         "reason": reason,
         "current": registry.current(),
-        "threshold": result["threshold"],
-        "metrics": result["metrics"],
+        "threshold": result.threshold,
+        "metrics": result.metrics,
     }
 
 

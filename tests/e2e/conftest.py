@@ -263,12 +263,13 @@ def image() -> str:
     return IMAGE
 
 
-@pytest.fixture(scope="session")
-def manifests(image, tmp_path_factory):
+@contextlib.contextmanager
+def fresh_manifests(image: str, audit_dir: Path):
+    """The rendered manifests, with a fresh state volume (what the PVC gives a new namespace),
+    and everything started on it removed at the end."""
     docs = [d for d in yaml.safe_load_all(render()) if d]
     volume = f"churn-e2e-state-{uuid.uuid4().hex[:8]}"
     docker("volume", "create", volume)
-    audit_dir = tmp_path_factory.mktemp("netaudit")
     audit_dir.chmod(0o777)  # written by the containers' user, 1034
     m = Manifests(docs, volume, audit_dir)
     # The kubelet applies the pod's fsGroup to the volume; here a one-off chown does.
@@ -287,12 +288,38 @@ def manifests(image, tmp_path_factory):
     script += f"chown -R {train['runAsUser']}:{train['fsGroup']} /mlops"
     script += "".join(f" && chmod 1777 {p}" for p in nested)
     docker("run", "--rm", "--user", "0", "--entrypoint", "sh", "-v", f"{volume}:/mlops", image, "-c", script)
-    yield m
-    m.sampler.stop()
+    try:
+        yield m
+    finally:
+        m.sampler.stop()
+        stop_started(m)
+        docker("volume", "rm", "-f", volume, check=False)
+
+
+def stop_started(m: Manifests) -> None:
     for run in m.runs:
         for cname in run.started:
             docker("rm", "-f", cname, check=False)
-    docker("volume", "rm", "-f", volume, check=False)
+        run.started.clear()
+
+
+def copy_to_volume(m: Manifests, image: str, path: str, data: bytes) -> None:
+    """What `kubectl cp` into a pod does: a file onto the volume, owned by the pods' user."""
+    uid = next(d for d in m.docs if d["kind"] == "Job")["spec"]["template"]["spec"]["securityContext"][
+        "runAsUser"
+    ]
+    proc = subprocess.run(
+        ["docker", "run", "--rm", "-i", "--user", str(uid), "--entrypoint", "sh", "-v", f"{m.volume}:/mlops",
+         image, "-c", f"mkdir -p $(dirname {path}) && cat > {path}"],
+        input=data, capture_output=True, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+
+
+@pytest.fixture(scope="session")
+def manifests(image, tmp_path_factory):
+    with fresh_manifests(image, tmp_path_factory.mktemp("netaudit")) as m:
+        yield m
 
 
 def wait_until(predicate, timeout: float, interval: float = 0.5):

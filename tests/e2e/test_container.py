@@ -74,9 +74,8 @@ def trained(manifests):
     return last_json(proc.stdout), [proc.stdout, proc.stderr]
 
 
-@pytest.fixture(scope="module")
-def apis(manifests, trained):
-    """Both API Deployments' containers, started and past their startup probes."""
+def start_apis(manifests) -> dict[str, dict]:
+    """Both API Deployments' pods, started (init container first) and past their startup probes."""
     started = {}
     for name in ("churn-api", "churn-api-grpc"):
         run = manifests.workload("Deployment", name)
@@ -97,8 +96,22 @@ def apis(manifests, trained):
         ok = wait_until(started_or_dead, budget, interval=0.25) and probe_ok(container, startup)
         logs = docker("logs", cname, check=False)
         assert ok, logs.stdout[-3000:] + logs.stderr[-3000:]
-        started[name] = {"container": container, "cname": cname, "startup_s": time.monotonic() - began}
+        started[name] = {
+            "container": container,
+            "cname": cname,
+            "startup_s": time.monotonic() - began,
+            "run": run,
+        }
     return started
+
+
+@pytest.fixture(scope="module")
+def apis(manifests, trained):
+    started = start_apis(manifests)
+    yield started
+    for api in started.values():  # free the host ports for the next module
+        docker("rm", "-f", api["cname"], check=False)
+        api["run"].started.remove(api["cname"])
 
 
 @pytest.fixture(scope="module")
@@ -171,10 +184,13 @@ def test_read_only_containers_log_and_follow_a_new_model(manifests, apis):
     assert any(name.startswith("training-") for name in logs)
 
 
-def test_drift_cronjob_writes_its_report_to_the_volume(manifests, image, apis, predicted):
+def test_monitoring_cronjob_writes_drift_and_performance_reports_to_the_volume(
+    manifests, image, apis, predicted
+):
     proc = manifests.workload("CronJob", "churn-drift").run()
     assert proc.returncode == 0, proc.stderr[-3000:]
-    summary = last_json(proc.stdout)
+    both = last_json(proc.stdout)
+    summary = both["drift"]
     assert summary["n_current"] == predicted
     assert summary["model"] == registry_current(apis["churn-api"]["cname"])
     assert summary["drift"] is True and "MonthlyCharges" in summary["drifted_features"]
@@ -185,6 +201,16 @@ def test_drift_cronjob_writes_its_report_to_the_volume(manifests, image, apis, p
         "/mlops/reports/latest/",
     ).stdout.split()  # fmt: skip
     assert sorted(listing) == ["drift_metrics.prom", "drift_report.html", "drift_report.json"]
+    # the performance report: every served prediction estimated; no outcome has come back yet
+    tag = registry_current(apis["churn-api"]["cname"])
+    performance = both["performance"]["models"][tag]
+    assert performance["n_predictions"] >= predicted and performance["realized"] is None
+    assert 0 < performance["estimated"]["f1"] < 1
+    listing = docker(
+        "run", "--rm", "--entrypoint", "ls", "-v", f"{manifests.volume}:/mlops:ro", image,
+        "/mlops/reports/latest-performance/",
+    ).stdout.split()  # fmt: skip
+    assert sorted(listing) == ["performance_report.html", "performance_report.json"]
 
 
 def test_drift_runs_inside_a_running_api_pod(manifests, apis, predicted):
@@ -200,7 +226,7 @@ def test_secret_values_reach_no_log_report_or_output(manifests, image, trained, 
     secrets = manifests.secret_values()
     assert secrets and all(len(s) > 8 for s in secrets)
     drift = manifests.workload("CronJob", "churn-drift").run()  # the one pod that holds the Secret
-    assert drift.returncode == 0 and last_json(drift.stdout)["alert"]["sent"] is False
+    assert drift.returncode == 0 and last_json(drift.stdout)["drift"]["alert"]["sent"] is False
     texts = [*trained[1], drift.stdout, drift.stderr]
     for api in apis.values():
         logs = docker("logs", api["cname"], check=False)
@@ -261,7 +287,7 @@ def test_no_process_of_ours_reaches_outside_the_pod(manifests, trained, apis, pr
         "bentoml_cli.worker.http_api_server",  # the HTTP API's workers (the model runs there)
         "bentoml_cli.worker.grpc_api_server",
         "grpc_prometheus_server",  # serve-grpc's metrics process
-        "monitoring.drift",
+        "monitoring.scheduled",  # the monitoring CronJob: drift and performance
         "monitoring.retention",
     ):
         assert any(program in argv for argv in started), f"{program} was not watched"

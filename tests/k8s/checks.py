@@ -131,7 +131,8 @@ def check_env(docs: list[Doc], settings_vars: set[str]) -> list[str]:
                 problems.append(f"{name}: settings {missing} not set")
             # A Secret the overlay does not render (production creates it out of band) still counts.
             has_secret = any("secretRef" in source for source in c.get("envFrom", []))
-            is_drift = "monitoring.drift" in " ".join(c.get("args", []) + c.get("command", []))
+            command = " ".join(c.get("args", []) + c.get("command", []))
+            is_drift = "monitoring.drift" in command or "monitoring.scheduled" in command
             if has_secret and not is_drift:
                 problems.append(f"{name}: gets the monitoring Secret but does not use it")
             rendered_keys = all(k in env for k in SECRET_ENV) or not any(d["kind"] == "Secret" for d in docs)
@@ -393,6 +394,7 @@ def check_schedules(docs: list[Doc]) -> list[str]:
             r["action"] == "FailJob" and 2 in r.get("onExitCodes", {}).get("values", []) for r in rules
         )
         if spec.get("backoffLimit", 6) > 0 and not fails_on_bad_input and "retention" not in name:
+            # (retention has no bad input: it only deletes by age and size)
             problems.append(f"{name}: exit code 2 (bad input) would be retried: add a podFailurePolicy")
     return problems
 

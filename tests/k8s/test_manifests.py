@@ -53,6 +53,7 @@ COMMON = [
     "Deployment/churn-api-grpc",
     "CronJob/churn-drift",
     "CronJob/churn-retention",
+    "CronJob/churn-retrain",
     "Job/churn-train",
     "PodDisruptionBudget/churn-api",
     "NetworkPolicy/churn-default-deny",
@@ -131,7 +132,22 @@ def test_minikube_overlay_contract(rendered):
         startup = pod["containers"][0]["startupProbe"]
         assert 30 <= startup["periodSeconds"] * startup["failureThreshold"] <= 120
     cron = docs[("CronJob", "churn-drift")]["spec"]
-    assert "--alert" in cron["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]["args"]
+    # the scheduled monitoring: drift then performance, both alerting (monitoring/scheduled.py)
+    assert cron["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]["args"] == [
+        "python",
+        "-m",
+        "monitoring.scheduled",
+    ]
+    from monitoring.scheduled import DRIFT_ARGS, PERFORMANCE_ARGS
+
+    assert "--alert" in DRIFT_ARGS and "--alert" in PERFORMANCE_ARGS
+    retrain = docs[("CronJob", "churn-retrain")]["spec"]
+    assert retrain["concurrencyPolicy"] == "Forbid"
+    assert retrain["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]["args"][:3] == [
+        "python",
+        "-m",
+        "training.retrain",
+    ]
 
 
 def test_production_overlay_contract(rendered_texts):

@@ -1,0 +1,431 @@
+"""How right each model version is: metrics realized on the outcomes that came back, beside the
+version's training-time metrics and the metrics estimated from its probabilities alone (CBPE).
+
+    python -m monitoring.performance [--since 7d] [--output-dir DIR] [--min-labels 100]
+                                     [--fail-below-auc X] [--alert] [--allow-no-verdict]
+
+For every version that served predictions in the window (the prediction log), and for a shadow
+candidate (scored beside the current model on the same records): predictions, labelled outcomes,
+realized metrics (null below --min-labels: noise, not a verdict), training metrics, estimated
+metrics, and where estimate and realized disagree by more than ESTIMATE_MARGIN. With a staged
+candidate, a side-by-side comparison with the current model.
+
+Writes performance_report.json and a self-contained performance_report.html to --output-dir
+(default $MLOPS_HOME/reports/<UTC time>-performance/, with $MLOPS_HOME/reports/latest-performance
+pointing to the newest), atomically. The last line of stdout is JSON:
+{"models": {"<tag>": {"n_predictions", "n_labelled", "realized": {...} or null, "estimated": {...}}},
+ "report": path, "html": path}.
+Exit codes: 0 the report was made; 1 a served version with enough outcomes has a realized ROC AUC
+under --fail-below-auc; 2 bad input (no predictions in the window: with --allow-no-verdict, exit 0
+and "models": {}).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import sys
+from array import array
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, NotRequired, TypedDict
+
+import numpy as np
+
+from churn.cli import open_unit, positive_int, share
+from churn.evaluation import classification_metrics
+from churn.feedback import iter_examples
+from churn.logs import setup_logging
+from churn.model import load_calibration
+from churn.registry import RegistryData, RegistryError, read_registry
+from churn.settings import PERFORMANCE_REPORT_JSON, Settings, settings_or_exit
+from monitoring.alert import alert_if_configured
+from monitoring.data import (
+    InputError,
+    LogScan,
+    iter_prediction_log,
+    parse_log_time,
+    parse_since,
+    prediction_log_files,
+)
+from monitoring.estimation import Calibrator, estimate, fit_calibrator
+from monitoring.report import point_latest, write_report_folder
+
+REPORT_HTML = "performance_report.html"
+LATEST = "latest-performance"
+MIN_PREDICTIONS = 50  # fewer, and a version gets no estimate either
+# Estimated and realized F1 or ROC AUC further apart than this: the probabilities no longer mean
+# what they meant on the version's test rows (calibration or the feature-churn relation moved).
+ESTIMATE_MARGIN = 0.05
+CHUNKS = 8  # points per version on the report's plots
+SHOWN = ("roc_auc", "f1", "precision", "recall", "log_loss", "brier", "pr_auc")
+
+
+class ModelPerformance(TypedDict):
+    role: str  # "current", "candidate (canary)", "candidate (shadow)", or "earlier"
+    n_predictions: int
+    n_labelled: int
+    first: str
+    last: str
+    training: dict[str, float | None]
+    realized: dict[str, float | None] | None
+    estimated: dict[str, float | None] | None
+    calibration: str  # how the estimate's probabilities were calibrated: isotonic, none, unavailable
+    warnings: list[str]
+    chunks: list[dict[str, Any]]
+    agreement: NotRequired[float]  # shadow only: share of records where it gives the served label
+
+
+@dataclass
+class Served:
+    """One version's predictions in the window (as shadow, the ones it scored beside the current)."""
+
+    times: array = field(default_factory=lambda: array("d"))
+    proba: array = field(default_factory=lambda: array("d"))
+    churn: array = field(default_factory=lambda: array("b"))
+    agree: int = 0  # shadow only: predictions where its label equals the served one
+
+
+def collect(settings: Settings, since: dt.datetime | None, max_bad_fraction: float) -> dict[str, Served]:
+    """Per version (and per shadow candidate, under "shadow:<tag>"), every prediction in the window."""
+    served: dict[str, Served] = {}
+    scan = LogScan()
+    paths = prediction_log_files(settings.predictions_dir, since) if settings.predictions_dir.is_dir() else []
+    for entry in iter_prediction_log(paths, since, scan):
+        when = parse_log_time(entry["time"]).timestamp()
+        rows = [(entry["model"], entry["churn_probability"], entry["churn"])]
+        shadow = entry.get("shadow")
+        if shadow:
+            rows.append((f"shadow:{shadow['model']}", shadow["churn_probability"], shadow["churn"]))
+            served.setdefault(rows[-1][0], Served()).agree += shadow["churn"] == entry["churn"]
+        for tag, proba, churn in rows:
+            s = served.setdefault(tag, Served())
+            s.times.append(when)
+            s.proba.append(float(proba))
+            s.churn.append(bool(churn))
+    scan.check(str(settings.predictions_dir), max_bad_fraction)
+    return served
+
+
+def labelled(
+    settings: Settings, since: dt.datetime | None
+) -> dict[str, tuple[list[float], list[bool], list[bool]]]:
+    """Per version (and "shadow:<tag>"), the outcomes of its predictions in the window:
+    (probabilities, served labels, outcomes)."""
+    out: dict[str, tuple[list[float], list[bool], list[bool]]] = {}
+    cutoff = None if since is None else since.astimezone(dt.UTC)
+    for example in iter_examples(settings):
+        p = example["prediction"]
+        if p is None or (cutoff is not None and parse_log_time(p["time"]) < cutoff):
+            continue
+        pairs = [(p["model"], p["churn_probability"], p["churn"])]
+        if p.get("shadow"):
+            pairs.append(
+                (f"shadow:{p['shadow']['model']}", p["shadow"]["churn_probability"], p["shadow"]["churn"])
+            )
+        for tag, proba, churn in pairs:
+            probas, served, truth = out.setdefault(tag, ([], [], []))
+            probas.append(float(proba))
+            served.append(bool(churn))
+            truth.append(bool(example["churn"]))
+    return out
+
+
+def _calibrator(settings: Settings, tag: str) -> tuple[Calibrator, str]:
+    frame = load_calibration(settings, tag)
+    if frame is None:
+        return Calibrator(None), "unavailable"
+    cal = fit_calibrator(frame["churn_probability"].to_numpy(), frame["churn"].to_numpy().astype(int))
+    return cal, "isotonic" if cal.calibrated else "none"
+
+
+def _stamp(ts: float) -> str:
+    return dt.datetime.fromtimestamp(ts, dt.UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def _round(metrics: dict[str, Any] | None) -> dict[str, Any] | None:
+    if metrics is None:
+        return None
+    return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in metrics.items()}
+
+
+def evaluate_version(
+    settings: Settings,
+    tag: str,
+    role: str,
+    served: Served,
+    outcomes: tuple[list[float], list[bool], list[bool]] | None,
+    registry: RegistryData,
+    min_labels: int,
+) -> ModelPerformance:
+    times, proba = np.frombuffer(served.times), np.frombuffer(served.proba)
+    churn = np.frombuffer(served.churn, dtype=np.int8).astype(bool)
+    order = np.argsort(times, kind="stable")
+    times, proba, churn = times[order], proba[order], churn[order]
+    calibrator, how = _calibrator(settings, tag)
+    estimated = estimate(proba, churn, calibrator) if len(proba) >= MIN_PREDICTIONS else None
+    n_labelled = len(outcomes[0]) if outcomes else 0
+    realized = None
+    if outcomes and n_labelled >= min_labels:
+        realized = classification_metrics(
+            np.array(outcomes[2]), np.array(outcomes[0]), predicted=np.array(outcomes[1])
+        )
+    warnings = []
+    if realized and estimated:
+        for metric in ("f1", "roc_auc"):
+            r, e = realized.get(metric), estimated.get(metric)
+            if r is not None and e is not None and abs(r - e) > ESTIMATE_MARGIN:
+                warnings.append(
+                    f"estimated {metric} {e:.3f} and realized {r:.3f} differ by more than {ESTIMATE_MARGIN}: "
+                    "the probabilities no longer mean here what they meant where the version was trained"
+                )
+    chunks = []
+    for part in np.array_split(np.arange(len(proba)), min(CHUNKS, max(1, len(proba) // MIN_PREDICTIONS))):
+        if len(part):
+            e = estimate(proba[part], churn[part], calibrator)
+            chunks.append(
+                {
+                    "end": _stamp(times[part[-1]]),
+                    "n": len(part),
+                    "estimated_f1": e["f1"],
+                    "estimated_roc_auc": e["roc_auc"],
+                }
+            )
+    training = registry["versions"].get(tag, {}).get("metrics", {})
+    return {
+        "role": role,
+        "n_predictions": int(len(proba)),
+        "n_labelled": n_labelled,
+        "first": _stamp(times[0]) if len(times) else "",
+        "last": _stamp(times[-1]) if len(times) else "",
+        "training": {k: training.get(k) for k in SHOWN},
+        "realized": _round(realized),
+        "estimated": _round(estimated),
+        "calibration": how,
+        "warnings": warnings,
+        "chunks": chunks,
+    }
+
+
+def compare(models: dict[str, ModelPerformance], current: str | None, candidate: dict | None) -> dict | None:
+    """The current model and a staged candidate side by side (canary: each on its own customers;
+    shadow: both on the same records)."""
+    if not candidate or current is None:
+        return None
+    key = f"shadow:{candidate['tag']}" if candidate["mode"] == "shadow" else candidate["tag"]
+    cur, cand = models.get(current), models.get(key)
+    out = {
+        "current": current,
+        "candidate": candidate["tag"],
+        "mode": candidate["mode"],
+        "fraction": candidate["fraction"],
+    }
+    for name, entry in (("current_metrics", cur), ("candidate_metrics", cand)):
+        out[name] = (
+            None
+            if entry is None
+            else {
+                "n_predictions": entry["n_predictions"],
+                "n_labelled": entry["n_labelled"],
+                "realized": entry["realized"],
+                "estimated": entry["estimated"],
+            }
+        )
+    if candidate["mode"] == "shadow" and cand is not None:
+        out["agreement"] = cand.get("agreement")
+    return out
+
+
+def build_report(settings: Settings, args: argparse.Namespace) -> dict[str, Any]:
+    since = parse_since(args.since)
+    try:
+        registry = read_registry(settings.registry_path, settings.model_name)
+    except RegistryError as exc:
+        raise InputError(str(exc)) from None
+    served = collect(settings, since, args.max_bad_fraction)
+    if not served:
+        raise NoPredictions(
+            f"no predictions in {settings.predictions_dir}" + (f" since {args.since}" if args.since else "")
+        )
+    outcomes = labelled(settings, since)
+    current, candidate = registry["current"], registry.get("candidate")
+    models: dict[str, ModelPerformance] = {}
+    for key, s in sorted(served.items(), key=lambda kv: kv[1].times[0] if len(kv[1].times) else 0):
+        tag = key.removeprefix("shadow:")
+        if key.startswith("shadow:"):
+            role = "candidate (shadow)"
+        elif tag == current:
+            role = "current"
+        elif candidate and tag == candidate["tag"]:
+            role = f"candidate ({candidate['mode']})"
+        else:
+            role = "earlier"
+        entry = evaluate_version(settings, tag, role, s, outcomes.get(key), registry, args.min_labels)
+        if key.startswith("shadow:"):
+            entry["agreement"] = round(s.agree / max(1, len(s.proba)), 4)
+        models[key] = entry
+    problems = [f"{tag}: {w}" for tag, m in models.items() for w in m["warnings"]]
+    below = []
+    if args.fail_below_auc is not None:
+        for tag, m in models.items():
+            auc = (m["realized"] or {}).get("roc_auc")
+            if auc is not None and auc < args.fail_below_auc:
+                below.append(tag)
+                problems.append(f"{tag}: realized ROC AUC {auc:.3f} < {args.fail_below_auc}")
+    created = dt.datetime.now(dt.UTC)
+    return {
+        "created": created.isoformat(timespec="seconds").replace("+00:00", "Z"),
+        "since": since.isoformat() if since else None,
+        "min_labels": args.min_labels,
+        "estimate_margin": ESTIMATE_MARGIN,
+        "current": current,
+        "candidate": candidate,
+        "models": models,
+        "comparison": compare(models, current, candidate),
+        "problems": problems,
+        "below_floor": below,
+    }
+
+
+class NoPredictions(InputError):
+    """Nothing to report on: no predictions in the window."""
+
+
+def render_html(report: dict[str, Any]) -> str:
+    import jinja2
+
+    env = jinja2.Environment(loader=jinja2.PackageLoader("monitoring", "templates"), autoescape=True)
+    return env.get_template("performance_report.html.j2").render(
+        report=report, plots=_plots(report), shown=SHOWN, margin=ESTIMATE_MARGIN
+    )
+
+
+def _plots(report: dict[str, Any]) -> dict[str, str]:
+    """Per metric, estimated (line) and realized (point) values of every version over time."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from monitoring.report import png_base64
+
+    plots = {}
+    for metric, label in (("f1", "F1"), ("roc_auc", "ROC AUC")):
+        fig, ax = plt.subplots(figsize=(7.5, 3.0), dpi=80)
+        for i, (tag, m) in enumerate(report["models"].items()):
+            color = f"C{i}"
+            ends = [dt.datetime.fromisoformat(c["end"].replace("Z", "+00:00")) for c in m["chunks"]]
+            ax.plot(
+                ends,
+                [c[f"estimated_{metric}"] for c in m["chunks"]],
+                "-o",
+                color=color,
+                ms=3,
+                label=f"{tag} estimated",
+            )
+            if m["realized"] and m["realized"].get(metric) is not None and ends:
+                ax.plot([ends[-1]], [m["realized"][metric]], "D", color=color, ms=8, label=f"{tag} realized")
+            if m["training"].get(metric) is not None and ends:
+                ax.hlines(m["training"][metric], ends[0], ends[-1], colors=color, linestyles=":", lw=1)
+        ax.set_ylabel(label)
+        ax.set_ylim(0, 1)
+        ax.set_title(
+            f"{label}: estimated over time (line), realized (diamond), at training (dotted)", fontsize=9
+        )
+        ax.legend(fontsize=6, loc="lower left")
+        fig.autofmt_xdate()
+        plots[metric] = png_base64(fig)
+    return plots
+
+
+def write(settings: Settings, report: dict[str, Any], output_dir: Path | None) -> Path:
+    created = dt.datetime.fromisoformat(report["created"].replace("Z", "+00:00"))
+    folder = output_dir or settings.reports_dir / f"{created.strftime('%Y%m%dT%H%M%SZ')}-performance"
+    folder = write_report_folder(
+        {PERFORMANCE_REPORT_JSON: json.dumps(report, indent=2) + "\n", REPORT_HTML: render_html(report)},
+        folder,
+    )
+    if output_dir is None:
+        point_latest(settings.reports_dir, folder, LATEST)
+    return folder
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m monitoring.performance", description=__doc__.splitlines()[0]
+    )
+    parser.add_argument(
+        "--since", help="only predictions newer than this: 24h, 7d or an ISO time (default: all)"
+    )
+    parser.add_argument(
+        "--output-dir", type=Path, help="report folder (default $MLOPS_HOME/reports/<time>-performance/)"
+    )
+    parser.add_argument(
+        "--min-labels",
+        type=positive_int,
+        default=100,
+        help="outcomes a version needs for realized metrics (default %(default)s)",
+    )
+    parser.add_argument(
+        "--fail-below-auc", type=open_unit, help="exit 1 when a version's realized ROC AUC is under this"
+    )
+    parser.add_argument(
+        "--alert", action="store_true", help="POST the summary to MONITORING_WEBHOOK_URL on a problem"
+    )
+    parser.add_argument(
+        "--allow-no-verdict", action="store_true", help="no predictions in the window is exit 0"
+    )
+    parser.add_argument(
+        "--max-bad-fraction", type=share, default=0.01, help="tolerated share of unreadable log lines"
+    )
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    settings = settings_or_exit()
+    log = setup_logging(settings, "performance").getChild("performance")
+    try:
+        report = build_report(settings, args)
+    except NoPredictions as exc:
+        if not args.allow_no_verdict:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        print(f"no verdict: {exc}", file=sys.stderr)
+        print(json.dumps({"models": {}, "verdict": False, "reason": str(exc)}))
+        return 0
+    except InputError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    folder = write(settings, report, args.output_dir)
+    summary: dict[str, Any] = {
+        "models": {
+            tag: {k: m[k] for k in ("n_predictions", "n_labelled", "realized", "estimated")}
+            for tag, m in report["models"].items()
+        },
+        "report": str(folder / PERFORMANCE_REPORT_JSON),
+        "html": str(folder / REPORT_HTML),
+    }
+    for tag, m in report["models"].items():
+        real = m["realized"] or {}
+        est = m["estimated"] or {}
+        print(
+            f"{tag} ({m['role']}): {m['n_predictions']} predictions, {m['n_labelled']} labelled; "
+            f"F1 realized {real.get('f1', '-')}, estimated {est.get('f1', '-')}, "
+            f"at training {m['training'].get('f1')}",
+            file=sys.stderr,
+        )
+    for problem in report["problems"]:
+        print(f"problem: {problem}", file=sys.stderr)
+    print(f"report: {folder / REPORT_HTML}", file=sys.stderr)
+    if args.alert:
+        summary["alert"] = alert_if_configured(
+            settings, summary | {"problems": report["problems"]}, bool(report["problems"]), "no problem", log
+        )
+    print(json.dumps(summary))
+    return 1 if report["below_floor"] else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

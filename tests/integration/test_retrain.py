@@ -1,0 +1,123 @@
+"""training.retrain: what it learns from, what it refuses, what it records. The whole loop on real
+data (a gain promoted, shuffled outcomes refused) is test_demo.py."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+
+from churn.client import records_from_csv
+from churn.feedback import LabelledExample
+from churn.registry import Registry
+from churn.schema import read_csv
+from tests.support import DATA, Server, http, last_json_line, run_cli, state_env, train
+from training.retrain import EVAL_FRACTION, split_examples, training_data
+
+pytestmark = pytest.mark.slow
+
+
+def example(cid: str, when: str, churn: bool = True) -> LabelledExample:
+    record = records_from_csv(str(DATA), limit=1)[0] | {"customerID": cid}
+    return {
+        "customerID": cid,
+        "churn": churn,
+        "observed_at": when,
+        "observed_at_given": True,
+        "ingested_at": when,
+        "source": "test",
+        "prediction": {
+            "time": when,
+            "model": "m:1",
+            "record": record,
+            "churn_probability": 0.5,
+            "churn": True,
+        },
+    }
+
+
+def test_the_evaluation_window_is_the_newest_outcomes_and_never_trained_on():
+    examples = [example(f"c{i}", f"2026-11-{1 + i % 20:02d}T00:00:00.000Z") for i in range(100)]
+    examples.append(example("c5", "2026-11-30T00:00:00.000Z", churn=False))  # c5 again, newest
+    train_part, window = split_examples(examples, seed=1)
+    assert len(window) == round(len(examples) * EVAL_FRACTION)
+    assert min(e["observed_at"] for e in window) >= max(e["observed_at"] for e in train_part)
+    assert "c5" in {e["customerID"] for e in window}
+    assert not {e["customerID"] for e in window} & {e["customerID"] for e in train_part}
+    # ties (same observed_at) are split by the seed, the same way every time
+    assert [e["customerID"] for e in split_examples(examples, seed=1)[1]] == [e["customerID"] for e in window]
+    # and the base data's rows of the window's customers are left out too
+    base = read_csv(str(DATA), require_label=True)
+    data = training_data(base, train_part, window)
+    held = {e["customerID"] for e in window} & set(base.ids)
+    assert len(data.features) == len(base.features) - len(held) + len(train_part)
+
+
+@pytest.fixture(scope="module")
+def labelled_home(tmp_path_factory):
+    """A current model, 60 customers scored by a real server and their outcomes back."""
+    home = tmp_path_factory.mktemp("retrain")
+    first = train(home)["tag"]
+    server = Server("http", home, home).start()
+    try:
+        records = records_from_csv(str(DATA), limit=60)
+        assert http("POST", server.url + "/predict", {"instances": records})[0] == 200
+    finally:
+        server.stop()
+    raw = pd.read_csv(DATA, dtype=str, keep_default_na=False).head(60)
+    raw[["customerID", "Churn"]].to_csv(home / "outcomes.csv", index=False)
+    assert (
+        run_cli("monitoring.feedback", "--labels", str(home / "outcomes.csv"), env=state_env(home)).returncode
+        == 0
+    )
+    return home, first
+
+
+def test_too_few_outcomes_is_a_skipped_run(labelled_home):
+    home, first = labelled_home
+    proc = run_cli("training.retrain", env=state_env(home))
+    assert proc.returncode == 0, proc.stderr
+    summary = last_json_line(proc.stdout)
+    assert summary["skipped"] is True and summary["tag"] is None and summary["promoted"] is False
+    assert "only 60 labelled example(s)" in summary["reason"]
+    assert Registry(home / "registry.json", "churn_model").current() == first
+
+
+def test_a_run_records_both_models_on_the_window_and_the_decision(labelled_home):
+    home, first = labelled_home
+    proc = run_cli("training.retrain", "--min-labels", "50", "--promote", "never", env=state_env(home))
+    assert proc.returncode == 0, proc.stderr
+    summary = last_json_line(proc.stdout)
+    ev = summary["evaluation"]
+    assert summary["promoted"] is False and summary["tag"] and ev["n"] == 18  # 30 % of 60
+    assert ev["champion"]["tag"] == first and ev["challenger"]["tag"] == summary["tag"]
+    assert ev["paired"] is True and ev["decision"] in ("promote", "reject", "undecided")
+    assert {"roc_auc", "log_loss", "f1"} <= set(ev["champion"]) and "DeLong" in ev["rule"]
+    show = json.loads(run_cli("training.registry", "show", summary["tag"], env=state_env(home)).stdout)
+    register = next(e for e in show["history"] if e["action"] == "register")
+    assert register["details"]["champion"]["roc_auc"] == ev["champion"]["roc_auc"]
+    assert register["details"]["decision"] == ev["decision"]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--data", "missing.csv"], "no such file"),
+        (["--fraction", "0.2"], "--fraction needs --stage canary"),
+        (["--stage", "canary", "--fraction", "1.5"], "must be in (0, 1]"),
+    ],
+)
+def test_bad_input_exits_2_and_changes_nothing(labelled_home, args, message):
+    home, _ = labelled_home
+    before = (home / "registry.json").read_text()
+    models = sorted(p.name for p in (home / "bentoml" / "models" / "churn_model").iterdir())
+    proc = run_cli("training.retrain", "--min-labels", "50", *args, env=state_env(home))
+    assert proc.returncode == 2 and message in proc.stderr
+    assert (home / "registry.json").read_text() == before
+    assert sorted(p.name for p in (home / "bentoml" / "models" / "churn_model").iterdir()) == models
+
+
+def test_without_a_current_model_there_is_nothing_to_compare(tmp_path):
+    proc = run_cli("training.retrain", env=state_env(tmp_path))
+    assert proc.returncode == 2 and "no current model to compare with" in proc.stderr

@@ -1,0 +1,233 @@
+"""Retrain on the base data plus the outcomes that came back, and promote only a better model.
+
+    python -m training.retrain [--data PATH] [--min-labels 200] [--promote auto|always|never]
+                               [--seed 42] [--stage shadow|canary [--fraction F]]
+
+Labelled examples are the stored outcomes joined with their predictions (monitoring.feedback);
+outcomes of customers never scored carry no features and are not used. The newest part of them
+by observed_at, EVAL_FRACTION (ties in random order, from --seed), is the evaluation window: never
+trained on (nor are the same customers' rows of the base data). The challenger is trained on the
+rest of the examples and the base data, exactly as training.train trains; then the current model
+(champion) and the challenger are scored on the window, the same rows, and the gate of
+training.gate decides. `auto` promotes on the gate's "promote"; `always`/`never` register the
+challenger and promote it or not whatever the gate says. `--stage MODE` registers it and, unless
+the gate rejects it, makes it the candidate (shadow or canary) instead of promoting it. Both
+models' metrics on the window and the decision go into the registry history.
+
+The last line of stdout is JSON: {"tag": str or null, "promoted": bool, "skipped": bool,
+"reason": str, "evaluation": {"n", "champion": {"tag", "roc_auc", "log_loss", ...},
+"challenger": {...}, ...}}.
+Exit codes: 0 it ran (promoted or not, or skipped: fewer than --min-labels examples); 2 bad input
+(data, settings, no current model); the registry and the store are untouched by a failed run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import random
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from churn.cli import fraction, positive_int
+from churn.feedback import LabelledExample, read_examples
+from churn.logs import setup_logging
+from churn.model import ModelUnavailable, load_model
+from churn.registry import CANDIDATE_MODES, Registry, RegistryError
+from churn.schema import (
+    FEATURE_NAMES,
+    DataValidationError,
+    ValidatedData,
+    read_csv,
+    records_to_frame,
+)
+from churn.settings import Settings, settings_or_exit
+from training.gate import compare_paired
+from training.train import DEFAULT_DATA, fit, save_and_register, sha256_of
+
+EVAL_FRACTION = 0.3
+
+
+def split_examples(
+    examples: list[LabelledExample], seed: int
+) -> tuple[list[LabelledExample], list[LabelledExample]]:
+    """(training part, evaluation window): the window is the newest EVAL_FRACTION by observed_at,
+    ties in an order drawn from `seed`; the training part holds none of the window's customers."""
+    rng = random.Random(seed)
+    keyed = [(e["observed_at"], rng.random(), e) for e in examples]
+    keyed.sort(key=lambda k: (k[0], k[1]))
+    size = max(1, round(len(keyed) * EVAL_FRACTION))
+    window = [e for *_, e in keyed[-size:]]
+    held = {e["customerID"] for e in window}
+    return [e for *_, e in keyed[:-size] if e["customerID"] not in held], window
+
+
+def examples_frame(examples: list[LabelledExample]) -> tuple[pd.DataFrame, np.ndarray]:
+    """The examples' features (as the service scored them) and outcomes."""
+    records = [{k: e["prediction"]["record"][k] for k in FEATURE_NAMES} for e in examples]  # type: ignore[index]
+    return records_to_frame(records), np.array([int(e["churn"]) for e in examples])
+
+
+def training_data(
+    base: ValidatedData, train_part: list[LabelledExample], window: list[LabelledExample]
+) -> ValidatedData:
+    """Base rows (minus the window's customers) and the training part's examples."""
+    held = {e["customerID"] for e in window}
+    keep = np.ones(len(base.features), dtype=bool) if base.ids is None else ~base.ids.isin(held).to_numpy()
+    frames, labels = [base.features[keep]], [base.label.to_numpy()[keep]]
+    if train_part:
+        X, y = examples_frame(train_part)
+        frames.append(X[list(FEATURE_NAMES)])
+        labels.append(y)
+    features = pd.concat(frames, ignore_index=True)
+    for name in features.columns:
+        features[name] = features[name].astype(base.features[name].dtype)
+    notes = [*base.notes, f"{int((~keep).sum())} base row(s) of evaluation-window customers left out"]
+    return ValidatedData(features=features, label=pd.Series(np.concatenate(labels)), notes=notes)
+
+
+def retrain(settings: Settings, args: argparse.Namespace, log) -> dict[str, Any]:
+    registry = Registry(settings.registry_path, settings.model_name)
+    champion_tag = registry.current()
+    if champion_tag is None:
+        raise RegistryError(
+            "no current model to compare with: train the first one (python -m training.train)"
+        )
+    examples = [e for e in read_examples(settings) if e["prediction"] is not None]
+    if len(examples) < args.min_labels:
+        reason = (
+            f"only {len(examples)} labelled example(s) (outcomes joined with a prediction); "
+            f"--min-labels is {args.min_labels}: nothing to learn from yet"
+        )
+        log.info(reason)
+        return {"tag": None, "promoted": False, "skipped": True, "reason": reason, "evaluation": None}
+    base = read_csv(str(args.data), require_label=True)
+    train_part, window = split_examples(examples, args.seed)
+    y_window = np.array([int(e["churn"]) for e in window])
+    if len(np.unique(y_window)) < 2:
+        reason = (
+            f"the evaluation window's {len(window)} outcomes are all the same: no comparison possible yet"
+        )
+        log.info(reason)
+        return {"tag": None, "promoted": False, "skipped": True, "reason": reason, "evaluation": None}
+    log.info(
+        "%d labelled examples: %d to train on, %d in the evaluation window (%s to %s)",
+        len(examples),
+        len(train_part),
+        len(window),
+        window[0]["observed_at"],
+        window[-1]["observed_at"],
+    )
+    feedback_sha = hashlib.sha256(json.dumps([e["customerID"] for e in train_part]).encode()).hexdigest()
+    data = training_data(base, train_part, window)
+    result = fit(
+        data,
+        {
+            "file": args.data.name,
+            "sha256": sha256_of(args.data),
+            "labelled_examples": len(train_part),
+            "feedback_sha256": feedback_sha,
+            "evaluation_window": len(window),
+        },
+        args.seed,
+        log,
+    )
+    try:
+        champion = load_model(settings, champion_tag)
+    except ModelUnavailable as exc:
+        raise RegistryError(f"the current model cannot be loaded to compare with: {exc}") from None
+    X_window, _ = examples_frame(window)
+    gate = compare_paired(
+        y_window,
+        champion.predict_proba(X_window),
+        result.pipeline.predict_proba(X_window[list(FEATURE_NAMES)])[:, 1],
+        (champion_tag, "challenger"),
+        (champion.threshold, result.threshold),
+    )
+    log.info("gate on the evaluation window: %s", gate.reason)
+    evaluation = gate.as_dict() | {
+        "window": {"from": window[0]["observed_at"], "to": window[-1]["observed_at"]},
+        "trained_on": {"base_rows": int(len(data.features) - len(train_part)), "labelled": len(train_part)},
+    }
+    if args.stage:
+        promoted, reason = False, f"--stage {args.stage}: {gate.decision} ({gate.reason})"
+    elif args.promote == "auto":
+        promoted, reason = gate.decision == "promote", f"gate: {gate.decision} ({gate.reason})"
+    else:
+        promoted, reason = (
+            args.promote == "always",
+            f"--promote {args.promote}; gate: {gate.decision} ({gate.reason})",
+        )
+    summary = save_and_register(
+        settings, result, args.promote, log, decision=(promoted, reason), details=evaluation
+    )
+    evaluation["challenger"]["tag"] = summary["tag"]
+    staged = None
+    if args.stage and gate.decision != "reject":
+        registry.stage(summary["tag"], args.stage, args.fraction, f"training.retrain --stage: {gate.reason}")
+        staged = {"mode": args.stage, "fraction": registry.candidate()["fraction"]}  # type: ignore[index]
+    return {
+        "tag": summary["tag"],
+        "promoted": summary["promoted"],
+        "skipped": False,
+        "reason": reason,
+        "staged": staged,
+        "current": summary["current"],
+        "evaluation": {"n": len(window)} | evaluation,
+    }
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m training.retrain", description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--data", type=Path, default=DEFAULT_DATA, help="the base data set (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--min-labels",
+        type=positive_int,
+        default=200,
+        help="labelled examples needed; fewer: exit 0 with skipped (default %(default)s)",
+    )
+    parser.add_argument(
+        "--promote",
+        choices=("auto", "always", "never"),
+        default="auto",
+        help="auto: promote if the gate says the challenger is better on the evaluation window (default)",
+    )
+    parser.add_argument("--seed", type=int, default=42, help="random seed (default: %(default)s)")
+    parser.add_argument(
+        "--stage",
+        choices=CANDIDATE_MODES,
+        help="stage the challenger as a shadow or canary candidate instead of promoting it",
+    )
+    parser.add_argument(
+        "--fraction", type=fraction, help="with --stage canary: share of customers (default 0.1)"
+    )
+    args = parser.parse_args(argv)
+    if args.fraction is not None and args.stage != "canary":
+        parser.error("--fraction needs --stage canary")
+    if args.stage and args.promote != "auto":
+        parser.error("--stage and --promote always/never exclude each other")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    settings = settings_or_exit()
+    log = setup_logging(settings, "training").getChild("retrain")
+    try:
+        summary = retrain(settings, args, log)
+    except (DataValidationError, RegistryError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps(summary, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
