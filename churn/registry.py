@@ -188,16 +188,25 @@ class Registry:
                 data["candidate"] = None  # the candidate became current: its stage is over
         return event
 
-    def register(self, tag: str, info: VersionEntry, promote: str = "auto") -> tuple[bool, str]:
-        """Record a new version and apply the promotion policy. Returns (promoted, reason)."""
+    def register(
+        self,
+        tag: str,
+        info: VersionEntry,
+        promote: str = "auto",
+        decision: tuple[bool, str] | None = None,
+        details: dict[str, Any] | None = None,
+    ) -> tuple[bool, str]:
+        """Record a new version and apply the promotion policy, or `decision` (promoted, reason)
+        when the caller judged it (retraining's gate). `details` go into the register event.
+        Returns (promoted, reason)."""
         if promote not in ("auto", "always", "never"):
             raise ValueError(f"promote must be auto, always or never, not {promote!r}")
         with self._transaction() as data:
             if tag in data["versions"]:
                 raise RegistryError(f"{tag} is already registered")
             data["versions"][tag] = info
-            self._event(data, "register", tag, "trained")
-            promoted, reason = self._decide(data, tag, info, promote)
+            self._event(data, "register", tag, "trained", details)
+            promoted, reason = decision if decision is not None else self._decide(data, tag, info, promote)
             if promoted:
                 self._event(data, "promote", tag, reason)
         return promoted, reason
@@ -211,19 +220,35 @@ class Registry:
         if current is None:
             return True, "auto: no current model"
         new_auc = float(info["metrics"]["roc_auc"])
-        cur_auc = float(data["versions"].get(current, {}).get("metrics", {}).get("roc_auc", float("-inf")))
+        champion = data["versions"].get(current, {})
+        cur_auc = float(champion.get("metrics", {}).get("roc_auc", float("-inf")))
+        # Each test ROC AUC comes from its own run's test split: on other data, other rows. Say so
+        # (training.retrain compares on the same rows).
+        rows = (
+            "the same data's test split"
+            if champion.get("data_sha256") == info.get("data_sha256")
+            else "different data, so different test rows: not a like-for-like comparison"
+        )
         if new_auc >= cur_auc - AUTO_PROMOTE_TOLERANCE:
-            return True, f"auto: roc_auc {new_auc:.4f} >= current {cur_auc:.4f} - {AUTO_PROMOTE_TOLERANCE}"
-        return False, f"auto: roc_auc {new_auc:.4f} < current {cur_auc:.4f} - {AUTO_PROMOTE_TOLERANCE}"
+            return (
+                True,
+                f"auto: roc_auc {new_auc:.4f} >= current {cur_auc:.4f} - {AUTO_PROMOTE_TOLERANCE} ({rows})",
+            )
+        return (
+            False,
+            f"auto: roc_auc {new_auc:.4f} < current {cur_auc:.4f} - {AUTO_PROMOTE_TOLERANCE} ({rows})",
+        )
 
     def _require(self, data: RegistryData, tag: str) -> None:
         if tag not in data["versions"]:
             raise RegistryError(f"{tag} is not a registered version of {self.model_name}")
 
-    def promote(self, tag: str, reason: str = "manual promote") -> HistoryEvent:
+    def promote(
+        self, tag: str, reason: str = "manual promote", details: dict[str, Any] | None = None
+    ) -> HistoryEvent:
         with self._transaction() as data:
             self._require(data, tag)
-            return self._event(data, "promote", tag, reason)
+            return self._event(data, "promote", tag, reason, details)
 
     def rollback(self, reason: str = "manual rollback") -> HistoryEvent:
         with self._transaction() as data:
@@ -257,16 +282,12 @@ class Registry:
                 data, "stage", tag, reason, {"mode": mode, "fraction": data["candidate"]["fraction"]}
             )
 
-    def unstage(self, reason: str = "manual unstage") -> HistoryEvent:
+    def unstage(self, reason: str = "manual unstage", details: dict[str, Any] | None = None) -> HistoryEvent:
         with self._transaction() as data:
             candidate = data.get("candidate")
             if candidate is None:
                 raise RegistryError("no candidate is staged")
             data["candidate"] = None
-            return self._event(data, "unstage", candidate["tag"], reason, {"mode": candidate["mode"]})
-
-    def annotate(self, tag: str, evaluation: dict[str, Any]) -> None:
-        """Attach a gate's evaluation (both models' metrics on the same rows) to a version."""
-        with self._transaction() as data:
-            self._require(data, tag)
-            data["versions"][tag]["evaluation"] = evaluation
+            return self._event(
+                data, "unstage", candidate["tag"], reason, {"mode": candidate["mode"]} | (details or {})
+            )

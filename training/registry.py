@@ -6,9 +6,12 @@
     python -m training.registry promote TAG [--reason TEXT]
     python -m training.registry rollback [--reason TEXT]
     python -m training.registry wait [--timeout SECONDS]
+    python -m training.registry stage TAG --mode shadow|canary [--fraction F] [--reason TEXT]
+    python -m training.registry unstage [--reason TEXT]
 
 Exit codes: 0 done; 1 `current` with no current model, or `wait` timed out; 2 bad input (unknown
-tag, nothing to roll back to, a tag missing from the model store, a damaged registry file).
+tag, nothing to roll back to, a tag missing from the model store or not loadable, a tag that is
+already current, no candidate to unstage, a damaged registry file).
 """
 
 from __future__ import annotations
@@ -18,8 +21,9 @@ import json
 import sys
 import time
 
-from churn.model import get_store_model, list_store_models, tag_in_store
-from churn.registry import Registry, RegistryError, current_stack
+from churn.cli import fraction, positive_seconds
+from churn.model import ModelUnavailable, get_store_model, list_store_models, load_model, tag_in_store
+from churn.registry import CANDIDATE_MODES, Registry, RegistryError, current_stack
 from churn.settings import Settings, settings_or_exit
 
 
@@ -28,19 +32,28 @@ def _fail(message: str, code: int = 2) -> int:
     return code
 
 
+def _candidate_note(candidate) -> str:
+    if candidate["mode"] == "canary":
+        return f"candidate: canary, {candidate['fraction']:g} of customers"
+    return "candidate: shadow"
+
+
 def cmd_list(settings: Settings, registry: Registry, _args) -> int:
     data = registry.read()
-    current = data["current"]
+    current, candidate = data["current"], data.get("candidate")
     in_store = {str(m.tag) for m in list_store_models(settings)}
     rows = []
     for tag, info in data["versions"].items():
+        notes = [] if tag in in_store else ["MISSING FROM STORE"]
+        if candidate and candidate["tag"] == tag:
+            notes.append(_candidate_note(candidate))
         rows.append(
             (
-                "*" if tag == current else " ",
+                "*" if tag == current else ("~" if candidate and candidate["tag"] == tag else " "),
                 tag,
                 info.get("created", "?"),
                 f"{info.get('metrics', {}).get('roc_auc', float('nan')):.4f}",
-                "" if tag in in_store else "MISSING FROM STORE",
+                "; ".join(notes),
             )
         )
     if not rows:
@@ -64,9 +77,11 @@ def cmd_show(settings: Settings, registry: Registry, args) -> int:
     data = registry.read()
     if args.tag not in data["versions"]:
         return _fail(f"{args.tag} is not a registered version (see `python -m training.registry list`)")
+    candidate = data.get("candidate")
     out = {
         "tag": args.tag,
         "current": data["current"] == args.tag,
+        "candidate": candidate if candidate and candidate["tag"] == args.tag else None,
         "registry": data["versions"][args.tag],
         "history": [e for e in data["history"] if e["tag"] == args.tag],
     }
@@ -88,6 +103,27 @@ def cmd_promote(settings: Settings, registry: Registry, args) -> int:
         )
     event = registry.promote(args.tag, args.reason)
     print(f"current: {event['tag']} (was {event['previous']})")
+    return 0
+
+
+def cmd_stage(settings: Settings, registry: Registry, args) -> int:
+    """A candidate must load as a server would load it: refuse it here rather than let every
+    server try and fail."""
+    if args.tag not in registry.read()["versions"]:
+        return _fail(f"{args.tag} is not a registered version (see `python -m training.registry list`)")
+    try:
+        load_model(settings, args.tag)
+    except ModelUnavailable as exc:
+        return _fail(f"{args.tag} cannot be staged: {exc}")
+    event = registry.stage(args.tag, args.mode, args.fraction, args.reason)
+    share = f", {event['details']['fraction']:g} of customers" if args.mode == "canary" else ""
+    print(f"candidate: {args.tag} ({args.mode}{share}); current: {event['previous']}")
+    return 0
+
+
+def cmd_unstage(_settings: Settings, registry: Registry, args) -> int:
+    event = registry.unstage(args.reason)
+    print(f"no candidate (was {event['tag']}, {event['details']['mode']}); current: {event['previous']}")
     return 0
 
 
@@ -141,16 +177,6 @@ def cmd_wait(settings: Settings, registry: Registry, args) -> int:
         time.sleep(WAIT_POLL_SECONDS)
 
 
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be more than 0, got {value}")
-    return value
-
-
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m training.registry", description="The churn model registry."
@@ -165,8 +191,19 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     promote.add_argument("--reason", default="manual promote")
     rollback = sub.add_parser("rollback", help="back to the previous current model")
     rollback.add_argument("--reason", default="manual rollback")
+    stage = sub.add_parser(
+        "stage", help="make TAG the candidate: a shadow, or a canary for a share of customers"
+    )
+    stage.add_argument("tag")
+    stage.add_argument("--mode", choices=CANDIDATE_MODES, required=True)
+    stage.add_argument("--fraction", type=fraction, help="canary: share of customers in (0, 1] (default 0.1)")
+    stage.add_argument("--reason", default="manual stage")
+    unstage = sub.add_parser("unstage", help="no candidate any more")
+    unstage.add_argument("--reason", default="manual unstage")
     wait = sub.add_parser("wait", help="block until a current model exists in the store (exit 1 on timeout)")
-    wait.add_argument("--timeout", type=_seconds, default=1800.0, help="seconds (default %(default)s)")
+    wait.add_argument(
+        "--timeout", type=positive_seconds, default=1800.0, help="seconds (default %(default)s)"
+    )
     return parser.parse_args(argv)
 
 
@@ -177,6 +214,8 @@ COMMANDS = {
     "promote": cmd_promote,
     "rollback": cmd_rollback,
     "wait": cmd_wait,
+    "stage": cmd_stage,
+    "unstage": cmd_unstage,
 }
 
 

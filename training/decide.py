@@ -1,0 +1,126 @@
+"""Decide about the staged candidate from the outcomes that came back since it was staged: promote
+it when it beats the current model by the gate of training.retrain, unstage it when it loses,
+otherwise wait.
+
+    python -m training.decide [--min-labels 100]
+
+Shadow: both versions scored the same records (the current one answered, the candidate's score is
+in the prediction log), so they are compared paired, on the outcomes of those records. Canary:
+each version answered its own customers, so each is judged on its own outcomes, unpaired. Either
+way only predictions made after the candidate was staged count, and each side needs --min-labels
+outcomes before anything is decided.
+
+The last line of stdout is JSON: {"candidate": tag or null, "mode", "decision":
+"promote"|"unstage"|"wait"|"none", "reason", "evaluation": {...} or null}. The decision and both
+sides' metrics go into the registry history.
+Exit codes: 0 decided, waited, or nothing staged; 2 bad input (settings, a damaged registry).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+import numpy as np
+
+from churn.cli import positive_int
+from churn.feedback import read_examples
+from churn.logs import setup_logging
+from churn.registry import Registry, RegistryError
+from churn.settings import Settings, settings_or_exit
+from training.gate import compare_paired, compare_unpaired
+
+
+def decide(settings: Settings, min_labels: int, log) -> dict[str, Any]:
+    registry = Registry(settings.registry_path, settings.model_name)
+    data = registry.read()
+    current, candidate = data["current"], data.get("candidate")
+    if candidate is None or current is None:
+        return {
+            "candidate": None,
+            "mode": None,
+            "decision": "none",
+            "reason": "no candidate is staged",
+            "evaluation": None,
+        }
+    tag, mode = candidate["tag"], candidate["mode"]
+    thresholds = tuple(float(data["versions"][t]["threshold"]) for t in (current, tag))
+    since = candidate["staged_at"]
+    examples = [e for e in read_examples(settings) if e["prediction"] and e["prediction"]["time"] >= since]
+    if mode == "shadow":
+        rows = [
+            e
+            for e in examples
+            if e["prediction"]["model"] == current
+            and (e["prediction"].get("shadow") or {}).get("model") == tag
+        ]
+        sizes = (len(rows), len(rows))
+    else:
+        mine = {t: [e for e in examples if e["prediction"]["model"] == t] for t in (current, tag)}
+        sizes = (len(mine[current]), len(mine[tag]))
+    out = {"candidate": tag, "mode": mode, "evaluation": None}
+    if min(sizes) < min_labels:
+        reason = (
+            f"outcomes since the candidate was staged: {sizes[0]} for {current}, {sizes[1]} for {tag}; "
+            f"each side needs {min_labels}"
+        )
+        return out | {"decision": "wait", "reason": reason}
+    try:
+        if mode == "shadow":
+            y = np.array([int(e["churn"]) for e in rows])
+            gate = compare_paired(
+                y,
+                np.array([e["prediction"]["churn_probability"] for e in rows]),
+                np.array([e["prediction"]["shadow"]["churn_probability"] for e in rows]),
+                (current, tag),
+                thresholds,  # type: ignore[arg-type]
+            )
+        else:
+            gate = compare_unpaired(
+                *(
+                    (
+                        np.array([int(e["churn"]) for e in mine[t]]),
+                        np.array([e["prediction"]["churn_probability"] for e in mine[t]]),
+                    )
+                    for t in (current, tag)
+                ),
+                (current, tag),
+                thresholds,  # type: ignore[arg-type]
+            )
+    except ValueError as exc:  # one outcome only on a side: nothing to compare yet
+        return out | {"decision": "wait", "reason": str(exc)}
+    evaluation = gate.as_dict()
+    if gate.decision == "promote":
+        registry.promote(tag, f"training.decide: {mode} candidate better: {gate.reason}", evaluation)
+        decision = "promote"
+    elif gate.decision == "reject":
+        registry.unstage(f"training.decide: {mode} candidate worse: {gate.reason}", evaluation)
+        decision = "unstage"
+    else:
+        decision = "wait"
+    log.info("candidate %s (%s): %s (%s)", tag, mode, decision, gate.reason)
+    return out | {"decision": decision, "reason": gate.reason, "evaluation": evaluation}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m training.decide", description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--min-labels", type=positive_int, default=100, help="outcomes each side needs (default %(default)s)"
+    )
+    args = parser.parse_args(argv)
+    settings = settings_or_exit()
+    log = setup_logging(settings, "training").getChild("decide")
+    try:
+        summary = decide(settings, args.min_labels, log)
+    except RegistryError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(summary["reason"], file=sys.stderr)
+    print(json.dumps(summary))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
