@@ -41,6 +41,7 @@ from churn.serving import (
     openapi_request_model,
 )
 from churn.settings import load_settings, settings_from_env
+from churn.tuning import balance_http_workers
 
 log = logging.getLogger("churn.service")
 
@@ -75,6 +76,10 @@ class ChurnRunnable(bentoml.legacy.Runnable):
     def status(self) -> HolderStatus:
         return self.holder.status()
 
+
+# An HTTP worker imports this module before its server starts: from then on, each wake-up of its
+# event loop accepts one connection, so that a burst of clients is shared by the workers (churn/tuning.py).
+balance_http_workers()
 
 # BentoML needs the runner object when it imports this module, so its placement (embedded in the
 # API workers, or remote runner processes) is the one setting read at import. A bad value stops

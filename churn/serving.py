@@ -32,6 +32,7 @@ from churn.registry import Candidate, RegistryError, read_registry
 from churn.retention import prune_prediction_logs
 from churn.schema import CATEGORICAL_FEATURES, EXAMPLE_RECORD, FEATURES, ID_COLUMN, MAX_INSTANCES
 from churn.settings import Settings
+from churn.tuning import tune_gc
 
 log = logging.getLogger("churn.serving")
 
@@ -174,6 +175,7 @@ class ModelHolder:
             if serving != held:
                 self._serving = serving  # one reference assignment: in-flight requests keep theirs
                 self._log_change(held, serving)
+                tune_gc()  # the new model joins what the collector no longer walks (churn/tuning.py)
             self._set_error(error)
             if self.metrics is not None:
                 self._publish(held, serving)

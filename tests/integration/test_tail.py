@@ -1,0 +1,76 @@
+"""The worker balance of churn/tuning.py, seen from outside: a burst of keep-alive clients is
+spread over both HTTP workers (each accepts one connection per wake-up)."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import threading
+import uuid
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from churn.client import records_from_csv
+from tests.support import DATA, wait_for
+
+pytestmark = pytest.mark.slow
+
+CLIENTS = 32
+REQUESTS = 2
+BURSTS = 8
+
+
+def _worker_of_each_customer(home, prefix: str) -> dict[str, str]:
+    """customerID -> pid of the worker that logged it (file `<host>-<pid>-<day>-<seq>.jsonl`)."""
+    seen: dict[str, str] = {}
+    for path in (home / "predictions").glob("*.jsonl"):
+        pid = path.stem.rsplit("-", 3)[1]
+        text = path.read_text()
+        for line in text[: text.rfind("\n") + 1].splitlines():
+            cid = json.loads(line)["record"]["customerID"]
+            if isinstance(cid, str) and cid.startswith(prefix):
+                seen[cid] = pid
+    return seen
+
+
+def test_bursts_of_keepalive_clients_are_spread_over_both_workers(http_server, served_home):
+    home, _ = served_home
+    # Both workers must hold the model first (they log "serving" once they do).
+    wait_for(lambda: http_server.log_text().count("serving churn_model:") >= 2, 60, what="2 workers serving")
+    record = records_from_csv(str(DATA), limit=1)[0]
+    run = uuid.uuid4().hex[:8]
+
+    def burst(b: int) -> list[int]:
+        barrier = threading.Barrier(CLIENTS)
+
+        def client(i: int) -> list[int]:
+            conn = http.client.HTTPConnection("127.0.0.1", http_server.port, timeout=30)
+            barrier.wait()  # all connect at once, as a load generator's clients do
+            conn.connect()
+            codes = []
+            for _ in range(REQUESTS):  # one connection, so one worker, for all of them
+                body = json.dumps({"instances": [record | {"customerID": f"balance-{run}-{b}-{i}"}]})
+                conn.request("POST", "/predict", body, {"Content-Type": "application/json"})
+                response = conn.getresponse()
+                response.read()
+                codes.append(response.status)
+            conn.close()
+            return codes
+
+        with ThreadPoolExecutor(CLIENTS) as pool:
+            return [c for cs in pool.map(client, range(CLIENTS)) for c in cs]
+
+    for b in range(BURSTS):
+        assert burst(b) == [200] * CLIENTS * REQUESTS
+
+    def all_logged():
+        seen = _worker_of_each_customer(home, f"balance-{run}-")
+        return seen if len(seen) == CLIENTS * BURSTS else None
+
+    workers = wait_for(all_logged, 15, what=f"{CLIENTS * BURSTS} customers in the prediction log")
+    for b in range(BURSTS):
+        per_worker = Counter(pid for cid, pid in workers.items() if cid.startswith(f"balance-{run}-{b}-"))
+        # Untuned, the first worker to wake often accepts nearly all of a burst (28-30 of 32 seen).
+        assert len(per_worker) == 2 and min(per_worker.values()) >= 6, (b, per_worker)
