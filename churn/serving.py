@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np
+import orjson
 
 from churn.metrics import ServingMetrics
 from churn.model import LoadedModel, ModelUnavailable, load_model, warm_imports
@@ -402,6 +403,15 @@ def build_response(result: ScoreResult, ids: list[Any]) -> dict[str, Any]:
     }
 
 
+def json_bytes(obj: Any) -> bytes:
+    """Compact JSON: orjson (the prediction log's serialisation was 18 % of the 1,000-record path
+    with json), json for what orjson refuses (an integer customerID beyond 64 bits)."""
+    try:
+        return orjson.dumps(obj)
+    except TypeError:
+        return json.dumps(obj, separators=(",", ":")).encode()
+
+
 class PredictionLog:
     """Append-only JSON-lines log of served predictions, under `$MLOPS_HOME/predictions/`.
 
@@ -526,8 +536,8 @@ class PredictionLog:
                     "churn_probability": float(shadow_cols[0][i]),
                     "churn": bool(shadow_cols[1][i]),
                 }
-            lines.append(json.dumps(entry, separators=(",", ":")))
-        payload = ("\n".join(lines) + "\n").encode()
+            lines.append(json_bytes(entry))
+        payload = b"\n".join(lines) + b"\n"
         fh = self._open(when.strftime("%Y%m%d"), len(payload))
         fh.write(payload)
         fh.flush()

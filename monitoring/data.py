@@ -9,19 +9,20 @@ from __future__ import annotations
 
 import datetime as dt
 import heapq
-import json
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import orjson
 import pandas as pd
 
 from churn.feedback import LoggedPrediction
 from churn.schema import FEATURE_NAMES, FEATURES, ID_COLUMN, LABEL_COLUMN, read_raw_csv
 
 JSONL_SUFFIXES = (".jsonl", ".json", ".log")
+_INTEGRAL = re.compile(r"^(\d+)\.0$")
 
 
 class InputError(ValueError):
@@ -63,27 +64,29 @@ def normalise(raw: pd.DataFrame, source: str) -> pd.DataFrame:
     if unknown:
         raise InputError(f"{source}: unknown column(s) {unknown}")
     out = pd.DataFrame(index=raw.index)
+    tenure = None
     for feature in FEATURES:
-        col = raw[feature.name]
+        # Each distinct value is cleaned once (factorize is C; 100,000 records hold a few hundred
+        # distinct values per column): 0.8 s of string methods per 100,000 records before.
+        codes, uniques = pd.factorize(raw[feature.name], use_na_sentinel=False)
+        text = np.array([str(u).strip() for u in uniques], dtype=object)
         if feature.is_categorical:
-            # SeniorCitizen 1, 1.0 and "1" are one category
-            text = col.astype(str).str.strip()
-            if feature.name == "SeniorCitizen":
-                text = text.str.replace(r"^(\d+)\.0$", r"\1", regex=True)
-            out[feature.name] = text
+            if feature.name == "SeniorCitizen":  # SeniorCitizen 1, 1.0 and "1" are one category
+                text = np.array([_INTEGRAL.sub(r"\1", t) for t in text], dtype=object)
+            out[feature.name] = text[codes]
             continue
-        text = col.astype(str).str.strip()
+        values = pd.to_numeric(pd.Series(text, dtype=object), errors="coerce").to_numpy(np.float64)[codes]
         if feature.name == "TotalCharges":  # same deliberate rule as training: new customers owe 0
-            tenure = pd.to_numeric(raw["tenure"], errors="coerce")
-            text = text.mask((text == "") & (tenure == 0), "0")
-        num = pd.to_numeric(text, errors="coerce")
-        bad = num.isna() | ~np.isfinite(num)
+            if tenure is None:
+                tenure = pd.to_numeric(raw["tenure"], errors="coerce").to_numpy()
+            values = np.where((text[codes] == "") & (tenure == 0), 0.0, values)
+        bad = ~np.isfinite(values)
         if bad.any():
-            row = int(np.flatnonzero(bad.to_numpy())[0])
+            row = int(np.flatnonzero(bad)[0])
             raise InputError(
-                f"{source}: column {feature.name!r}, row {row + 1}: not a number ({text.iloc[row]!r})"
+                f"{source}: column {feature.name!r}, row {row + 1}: not a number ({text[codes[row]]!r})"
             )
-        out[feature.name] = num.astype(np.float64)
+        out[feature.name] = values
     return out.reset_index(drop=True)
 
 
@@ -130,7 +133,7 @@ def iter_prediction_log(
                         continue  # blank, or the last line of a file the service is appending to
                     scan.total += 1
                     try:
-                        entry = json.loads(line)
+                        entry = orjson.loads(line)  # 1.0 s of 100,000 lines with json
                         if not isinstance(entry["record"], dict):
                             raise TypeError("record is not an object")
                         when = parse_log_time(str(entry["time"]))

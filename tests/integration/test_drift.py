@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import http.server
 import json
+import re
 import threading
 from html.parser import HTMLParser
 from pathlib import Path
+from xml.etree import ElementTree as ET
 
 import numpy as np
 import pandas as pd
@@ -217,12 +219,14 @@ def test_unreadable_log_lines_are_counted_or_refused(home, held_out, tmp_path):
 class _Links(HTMLParser):
     def __init__(self):
         super().__init__()
-        self.images: list[str] = []
+        self.external: list[str] = []  # what a self-contained page must not load
         self.text: list[str] = []
 
     def handle_starttag(self, tag, attrs):
-        if tag == "img":
-            self.images.append(dict(attrs)["src"])
+        a = dict(attrs)
+        link = a.get("src") or a.get("href") or ""
+        if tag in ("img", "script", "link", "iframe") or link.startswith("http"):
+            self.external.append(tag)
 
     def handle_data(self, data):
         self.text.append(data)
@@ -249,7 +253,19 @@ def test_report_files_are_complete_and_the_html_is_self_contained(home, held_out
     page = (out / "drift_report.html").read_text()
     parser = _Links()
     parser.feed(page)
-    assert len(parser.images) == 19 and all(src.startswith("data:image/png;base64,") for src in parser.images)
+    assert parser.external == []
+    charts = re.findall(r"<svg.*?</svg>", page, re.S)
+    assert len(charts) == 19
+    for svg in charts:
+        root = ET.fromstring(svg)  # well-formed SVG
+        title = root.find("{http://www.w3.org/2000/svg}title").text
+        bars = [r for r in root.iter("{http://www.w3.org/2000/svg}rect") if float(r.get("height")) > 9]
+        assert title.endswith(" reference vs current")
+        # both series drawn with positive heights, and no bar outside the chart
+        assert {r.get("class") for r in bars} == {"reference", "current"}, title
+        assert all(0 <= float(r.get("y")) <= float(root.get("height")) for r in bars), title
+    tenure = next(svg for svg in charts if "<title>tenure " in svg)
+    assert tenure.count('class="reference"') == 30 + 1  # 30 bins and the legend
     text = " ".join(parser.text)
     assert text.strip().startswith("Churn drift report") or "DRIFT DETECTED" in text
     assert page.index("DRIFT DETECTED") < page.index("<table")  # verdict first

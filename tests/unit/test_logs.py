@@ -14,7 +14,7 @@ import pytest
 
 from churn import logs
 from churn.schema import EXAMPLE_RECORD, parse_predict_request
-from churn.serving import PredictionLog, ScoreResult
+from churn.serving import PredictionLog, ScoreResult, json_bytes
 from churn.settings import settings_from_env
 
 RECORDS, IDS = parse_predict_request({"instances": [EXAMPLE_RECORD] * 10})
@@ -116,3 +116,9 @@ def test_record_models_name_the_version_of_each_record(n):
     )
     assert split.model == ("v1" if n == 1 else None)
     assert split.record_models() == ["v1", "v2"][: min(n, 2)] * (n // 2) + (["v1"] if n % 2 else [])
+
+
+@pytest.mark.parametrize("cid", ["7590-VHVEG", 42, 2**70, None])
+def test_a_log_line_is_the_json_of_its_entry(cid):
+    entry = {"time": "2026-11-30T12:00:00.000Z", "record": {**EXAMPLE_RECORD, "customerID": cid}, "p": 0.1}
+    assert json.loads(json_bytes(entry)) == entry  # 2**70: orjson refuses it, json writes it
