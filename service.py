@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import contextvars
 import json
 import logging
 import os
@@ -22,22 +23,24 @@ from typing import Any
 import bentoml
 import grpc
 from bentoml._internal.context import trace_context
+from bentoml._internal.utils.http import set_cookies
 from bentoml.exceptions import InvalidArgument
 from bentoml.io import JSON
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from churn.logs import setup_logging
 from churn.metrics import serving_metrics
-from churn.schema import RecordValidationError, parse_predict_request
+from churn.schema import RecordValidationError, decode_request_json, parse_predict_request
 from churn.serving import (
     HolderStatus,
     ModelHolder,
     PredictionLog,
     ScoreResult,
     build_response,
+    json_bytes,
     openapi_request_model,
 )
 from churn.settings import load_settings, settings_from_env
@@ -109,8 +112,9 @@ class _ClientError:
         self.status, self.body = status, body
 
 
-def _reject_constant(name: str) -> float:
-    raise ValueError(f"{name} is not valid JSON")
+# A gRPC request whose body came as `serialized_bytes` (JSON text) is answered the same way: a
+# protobuf Struct per record costs more than scoring (65 ms vs 28 ms a 1,000-record request).
+_ANSWER_BYTES: contextvars.ContextVar[bool] = contextvars.ContextVar("answer_bytes", default=False)
 
 
 class PredictJSON(JSON, proto_fields=("json",)):
@@ -129,7 +133,7 @@ class PredictJSON(JSON, proto_fields=("json",)):
             )
         raw = await request.body()
         try:
-            return json.loads(raw, parse_constant=_reject_constant)
+            return decode_request_json(raw)
         except (ValueError, RecursionError) as exc:  # JSONDecodeError and bad unicode are ValueErrors
             return _ClientError(400, {"error": "malformed_json", "message": f"malformed JSON body: {exc}"})
 
@@ -137,8 +141,9 @@ class PredictJSON(JSON, proto_fields=("json",)):
         from google.protobuf.json_format import MessageToDict
 
         if isinstance(field, bytes):
+            _ANSWER_BYTES.set(True)  # the servicer awaits this and to_proto in one task
             try:
-                return json.loads(field, parse_constant=_reject_constant)
+                return decode_request_json(field)
             except (ValueError, RecursionError) as exc:
                 return _ClientError(
                     400, {"error": "malformed_json", "message": f"malformed JSON body: {exc}"}
@@ -147,6 +152,33 @@ class PredictJSON(JSON, proto_fields=("json",)):
             return MessageToDict(field, preserving_proto_field_name=True)
         except ValueError as exc:  # e.g. NaN or Infinity in a number_value: not JSON
             return _ClientError(400, {"error": "malformed_json", "message": f"malformed JSON value: {exc}"})
+
+
+class PredictResponseJSON(JSON, proto_fields=("json",)):
+    """BentoML's JSON output, written by orjson (json.dumps took 3 ms of a 1,000-record answer);
+    to a gRPC `serialized_bytes` request, the JSON text, which the interceptor moves into the
+    response's `serialized_bytes`."""
+
+    async def to_http_response(self, obj: Any, ctx: bentoml.Context | None = None) -> Response:
+        if not isinstance(obj, dict):
+            return await super().to_http_response(obj, ctx)
+        if ctx is None:
+            return Response(json_bytes(obj), media_type=self._mime_type)
+        response = Response(
+            json_bytes(obj),
+            media_type=self._mime_type,
+            headers=ctx.response.metadata,
+            status_code=ctx.response.status_code,
+        )
+        set_cookies(response, ctx.response.cookies)
+        return response
+
+    async def to_proto(self, obj: Any) -> Any:
+        if not _ANSWER_BYTES.get():
+            return await super().to_proto(obj)
+        from google.protobuf import struct_pb2
+
+        return struct_pb2.Value(string_value=json_bytes(obj).decode())
 
 
 def _client_error(ctx: bentoml.Context | None, error: _ClientError) -> dict[str, Any]:
@@ -169,7 +201,7 @@ def _unavailable(ctx: bentoml.Context | None, message: str) -> dict[str, Any]:
 
 @svc.api(
     input=PredictJSON(pydantic_model=openapi_request_model()),
-    output=JSON(),
+    output=PredictResponseJSON(),
     route="/predict",
     name="predict",
     doc="Churn probability for 1 to 10,000 customer records.",
@@ -284,7 +316,10 @@ class ChurnGrpcInterceptor(grpc.aio.ServerInterceptor):
                         grpc.StatusCode.INVALID_ARGUMENT,
                         f"unknown api_name {request.api_name!r}; this service has {sorted(svc.apis)}",
                     )
-                return await inner(request, context)
+                response = await inner(request, context)
+                if request.WhichOneof("content") == "serialized_bytes" and response.json.string_value:
+                    return type(response)(serialized_bytes=response.json.string_value.encode())
+                return response
 
             return handler._replace(unary_unary=call)
         return handler

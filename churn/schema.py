@@ -6,11 +6,14 @@ drift detector picks its tests from it. Nothing else in the project lists featur
 
 from __future__ import annotations
 
+import json
 import math
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import orjson
 import pandas as pd
 
 ID_COLUMN = "customerID"
@@ -160,6 +163,70 @@ def _check_value(feature: Feature, value: Any) -> str | None:
     return None
 
 
+_LONG_INTEGER = re.compile(rb"\d{19}")
+
+
+def _reject_constant(name: str) -> float:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def decode_request_json(raw: bytes) -> Any:
+    """A request body, as `json.loads` would read it with NaN and Infinity refused: ValueError or
+    RecursionError if it is not JSON.
+
+    orjson first (json.loads was 9 % of the 1,000-record path), and json for what orjson reads
+    differently or refuses: an integer of 19 digits or more (orjson makes floats of those beyond
+    64 bits), UTF-16, lone surrogates, nesting past 1,024 levels. Same answers, same errors.
+    """
+    if not _LONG_INTEGER.search(raw):
+        try:
+            return orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            pass
+    return json.loads(raw, parse_constant=_reject_constant)
+
+
+_FEATURE_KEYS = frozenset(FEATURE_NAMES)
+_NUMBER_TYPES = frozenset({int, float})
+_ID_TYPES = frozenset({str, int, type(None)})
+
+
+def _all_valid(instances: list[Any]) -> bool:
+    """True only if `_check_value` and the key checks would find nothing wrong: checked a column
+    at a time with set and numpy operations (8.5 ms of per-value Python checks for 1,000 records
+    before; 1.6 ms). Anything it is unsure of returns False, and the record-by-record checks then
+    find and word the errors."""
+    if any(type(r) is not dict or not (_FEATURE_KEYS <= r.keys() <= _ALLOWED_RECORD_KEYS) for r in instances):
+        return False
+    if not {type(r.get(ID_COLUMN)) for r in instances} <= _ID_TYPES:
+        return False
+    for feature in FEATURES:
+        column = [r[feature.name] for r in instances]
+        types = set(map(type, column))  # bool is its own type: True never passes as 1
+        if feature.is_categorical:
+            allowed = {type(c) for c in feature.categories}
+            if int in allowed:
+                allowed.add(float)  # SeniorCitizen 1.0 (gRPC's Struct numbers are doubles)
+            if not (types <= allowed and set(column) <= set(feature.categories)):
+                return False
+            continue
+        if not types <= _NUMBER_TYPES:
+            return False
+        try:
+            values = np.asarray(column, dtype=np.float64)
+        except OverflowError:  # an integer beyond a double
+            return False
+        if not np.isfinite(values).all():
+            return False
+        if feature.kind == "integer" and not (values == np.floor(values)).all():
+            return False
+        if feature.minimum is not None and values.min() < feature.minimum:
+            return False
+        if feature.maximum is not None and values.max() > feature.maximum:
+            return False
+    return True
+
+
 def parse_predict_request(body: Any) -> tuple[list[dict[str, Any]], list[Any]]:
     """Validate a `{"instances": [...]}` body.
 
@@ -180,6 +247,10 @@ def parse_predict_request(body: Any) -> tuple[list[dict[str, Any]], list[Any]]:
         raise RecordValidationError(
             [FieldError(f"must hold 1 to {MAX_INSTANCES} records, got {len(instances)}", field="instances")]
         )
+    if _all_valid(instances):
+        return [{name: rec[name] for name in FEATURE_NAMES} for rec in instances], [
+            rec.get(ID_COLUMN) for rec in instances
+        ]
     errors: list[FieldError] = []
     records: list[dict[str, Any]] = []
     ids: list[Any] = []

@@ -133,12 +133,35 @@ def test_bad_input_gets_a_4xx_json_error_naming_field_and_index(
         ("oops", None),
     ],
 )
-def test_grpc_bad_input_is_invalid_argument_with_json_details(grpc_server, body, field):
-    code, details = call_grpc(grpc_server.address, body)
+@pytest.mark.parametrize("encoding", ["json", "bytes"])
+def test_grpc_bad_input_is_invalid_argument_with_json_details(grpc_server, body, field, encoding):
+    code, details = call_grpc(grpc_server.address, body, body=encoding)
     assert code == "INVALID_ARGUMENT"
     assert details["error"] == "invalid_input"
     if field:
         assert details["details"][0]["field"] == field
+
+
+def test_grpc_serialized_bytes_are_answered_in_serialized_bytes(grpc_server):
+    import grpc
+    from bentoml.grpc.v1 import service_pb2 as pb
+
+    from churn.client import grpc_stub
+
+    records = records_from_csv(str(DATA), limit=1000)
+    code, as_json = predict_grpc(grpc_server.address, records)
+    assert code == "OK", as_json
+    channel, stub = grpc_stub(grpc_server.address)
+    with channel:
+        body = json.dumps({"instances": records}).encode()
+        reply = stub.Call(pb.Request(api_name="predict", serialized_bytes=body), timeout=30)
+        assert reply.WhichOneof("content") == "serialized_bytes"
+        assert json.loads(reply.serialized_bytes) == as_json  # the same answer, number for number
+        bad = pb.Request(api_name="predict", serialized_bytes=b'{"instances": [NaN]}')
+        with pytest.raises(grpc.RpcError) as caught:
+            stub.Call(bad, timeout=30)
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert json.loads(caught.value.details())["error"] == "malformed_json"
 
 
 def test_grpc_unknown_api_is_a_clean_error(grpc_server):

@@ -1,15 +1,18 @@
 import copy
+import json
 import math
 
 import pandas as pd
 import pytest
 
+from churn.client import records_from_csv
 from churn.schema import (
     EXAMPLE_RECORD,
     FEATURE_NAMES,
     MAX_INSTANCES,
     DataValidationError,
     RecordValidationError,
+    decode_request_json,
     parse_predict_request,
     read_csv,
     records_to_frame,
@@ -144,3 +147,95 @@ def test_unreadable_files(tmp_path):
     garbage.write_bytes(bytes(range(256)) * 20)
     with pytest.raises(DataValidationError):
         read_csv(str(garbage), require_label=True)
+
+
+BODIES = [
+    json.dumps({"instances": [EXAMPLE_RECORD] * 3}).encode(),
+    b'{"instances": [{"customerID": 123456789012345678901234567890, "tenure": 1e400}]}',  # big int, inf
+    b'{"a": 1, "a": 2, "b": [-0.0, 1e-320, 0.1, 12345678901234567]}',
+    b'"\\ud800"',  # a lone surrogate: json reads it
+    '{"customerID": "caf\u00e9"}'.encode("utf-16"),  # json detects UTF-16
+    b'  {"x": [true, false, null]}  ',
+]
+
+
+@pytest.mark.parametrize("raw", BODIES)
+def test_request_json_is_read_exactly_as_json_reads_it(raw):
+    assert repr(decode_request_json(raw)) == repr(json.loads(raw))
+
+
+@pytest.mark.parametrize(
+    "raw", [b"[NaN]", b'{"a": Infinity}', b"[-Infinity]", b"{", b"", b"\xff", b'{"a": 1} x', b"[" * 5000]
+)
+def test_request_json_refuses_what_is_not_json(raw):
+    with pytest.raises((ValueError, RecursionError)):
+        decode_request_json(raw)
+
+
+ODD_VALUES = [
+    True,
+    False,
+    0,
+    1,
+    1.0,
+    1.5,
+    -1,
+    0.0,
+    72,
+    73,
+    1e300,
+    10**400,
+    math.nan,
+    math.inf,
+    "1",
+    "Yes",
+    "Yes ",
+    "No internet service",
+    "Month-to-month",
+    "",
+    None,
+    [],
+    {},
+    9_999.99,
+    10**18,
+]
+
+
+def _both_paths(monkeypatch, body):
+    """parse_predict_request's outcome with the column-wise check, then with it off."""
+    import churn.schema as schema
+
+    def outcome():
+        try:
+            return parse_predict_request(copy.deepcopy(body))
+        except RecordValidationError as exc:
+            return exc.as_dict()
+
+    fast = outcome()
+    with monkeypatch.context() as m:
+        m.setattr(schema, "_all_valid", lambda instances: False)
+        slow = outcome()
+    return fast, slow
+
+
+@pytest.mark.parametrize("name", [*FEATURE_NAMES, "customerID", "extra"])
+def test_the_column_wise_check_changes_no_answer(monkeypatch, name):
+    for value in ODD_VALUES:
+        records = [copy.deepcopy(EXAMPLE_RECORD) for _ in range(3)]
+        records[1][name] = value
+        fast, slow = _both_paths(monkeypatch, {"instances": records})
+        assert repr(fast) == repr(slow), (name, value)
+    records = [copy.deepcopy(EXAMPLE_RECORD) for _ in range(3)]
+    del records[2][name if name in FEATURE_NAMES else "tenure"]
+    fast, slow = _both_paths(monkeypatch, {"instances": records})
+    assert repr(fast) == repr(slow) and isinstance(fast, dict)
+
+
+def test_the_column_wise_check_takes_valid_batches(monkeypatch):
+    import churn.schema as schema
+
+    seen = []
+    real = schema._all_valid
+    monkeypatch.setattr(schema, "_all_valid", lambda instances: seen.append(real(instances)) or seen[-1])
+    records, _ = parse_predict_request({"instances": records_from_csv(str(DATA), limit=500)})
+    assert len(records) == 500 and seen == [True]
