@@ -18,6 +18,12 @@ BENTO        := churn_service:$(VERSION)
 # Bentos are built in their own BentoML home, apart from the models in $(MLOPS_HOME).
 BUILD_HOME   := $(CURDIR)/build/bentoml
 CHECKOV_VENV := .venv-checkov
+# Locked packages left out of the image: alibi-detect depends on them, but only for detectors and
+# savers we never load (monitoring/detector.py imports alibi_detect.cd.tabular alone, which needs
+# scipy and scikit-learn). None is imported by the service or any job (checked with sys.modules
+# after running every job; tests/e2e/test_image.py checks they are absent). About 430 MB.
+IMAGE_EXCLUDE := opencv-python numba llvmlite transformers tokenizers huggingface-hub hf-xet \
+	safetensors regex scikit-image networkx imageio tifffile lazy-loader
 MLSERVER_VENV := .venv-mlserver
 
 .PHONY: help install lock run train registry drift performance retrain demo test test-unit test-integration test-k8s soak bench e2e lint format \
@@ -98,15 +104,24 @@ docker: ## start a Docker engine if none answers (installs Debian's docker.io if
 
 bento: install ## bentoml build churn_service:$(VERSION), with the locked requirements
 	mkdir -p build
-	$(UV) export --frozen --no-dev --no-hashes --no-emit-project --no-header -o build/requirements.txt >/dev/null
+	$(UV) export --frozen --no-dev --no-hashes --no-emit-project --no-header \
+		$(addprefix --no-emit-package ,$(IMAGE_EXCLUDE)) -o build/requirements.txt >/dev/null
 	BENTOML_HOME=$(BUILD_HOME) $(VENV)/bin/bentoml delete -y $(BENTO) >/dev/null 2>&1 || true
 	BENTOML_HOME=$(BUILD_HOME) $(VENV)/bin/bentoml build --version $(VERSION)
 
-image: bento docker ## bentoml containerize -> churn-service:$(VERSION) (base image from Debian if none can be pulled)
-	scripts/base-image.sh
-	BENTOML_HOME=$(BUILD_HOME) DOCKER_BUILDKIT=0 $(VENV)/bin/bentoml containerize $(BENTO) \
-		--opt network=host -t $(IMAGE)
-	docker image inspect $(IMAGE) --format '$(IMAGE): {{.Size}} bytes'
+# scripts/base-image.sh prints the runtime base it chose (official python:3.11-slim, or the
+# Debian-built stand-in under a name of its own) and the build-only base (plus this machine's CA).
+# TMPDIR under the project: containerize re-renders docker/Dockerfile.j2 from a temporary copy of
+# the Bento and refuses a template outside the working directory (BentoML 1.4, resolve_user_filepath).
+image: bento docker ## bentoml containerize -> churn-service:$(VERSION) (prints the base image it used)
+	@set -euo pipefail; read -r base build_base < <(scripts/base-image.sh); \
+	echo "building $(IMAGE) FROM $$base (packages installed on $$build_base, not shipped)"; \
+	mkdir -p build/tmp; \
+	BENTOML_HOME=$(BUILD_HOME) DOCKER_BUILDKIT=0 TMPDIR=$(CURDIR)/build/tmp \
+	$(VENV)/bin/bentoml containerize $(BENTO) \
+		--opt network=host --opt build-arg=BASE_IMAGE=$$base --opt build-arg=BUILD_BASE_IMAGE=$$build_base \
+		-t $(IMAGE); \
+	docker image inspect $(IMAGE) --format '$(IMAGE): {{.Size}} bytes, base '"$$base"
 
 OVERLAY ?= minikube
 render: install ## print a rendered overlay: make render [OVERLAY=minikube|production] (never committed)
