@@ -259,3 +259,20 @@ def test_metrics_expose_the_latest_drift_report(http_server, served_home):
         return "churn_drift_detected 0.0" in text and 'churn_drift_p_value{feature="tenure"}' in text
 
     wait_for(gauges, 30, what="drift gauges on /metrics")
+
+
+def test_the_client_cli_gives_one_answer_over_every_transport(http_server, grpc_server, served_home):
+    home, _ = served_home
+    answers = {}
+    for name, args in {
+        "http": ["--address", http_server.url],
+        "grpc": ["--transport", "grpc", "--address", grpc_server.address],
+        "grpc-bytes": ["--transport", "grpc", "--grpc-body", "bytes", "--address", grpc_server.address],
+    }.items():
+        proc = run_cli("churn.client", *args, "--csv", str(DATA), "--limit", "5", env=state_env(home))
+        assert proc.returncode == 0, (name, proc.stderr)
+        answers[name] = json.loads(proc.stdout)
+    assert len(answers["http"]["predictions"]) == 5
+    assert answers["http"] == answers["grpc"] == answers["grpc-bytes"]
+    proc = run_cli("churn.client", "--grpc-body", "xml", "--csv", str(DATA), env=state_env(home))
+    assert proc.returncode == 2 and "--grpc-body" in proc.stderr
