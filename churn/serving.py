@@ -173,13 +173,16 @@ class ModelHolder:
                 mode=staged["mode"] if candidate is not None and staged else None,
                 fraction=float(staged["fraction"]) if candidate is not None and staged else 0.0,
             )
+            models_changed = serving.current is not held.current or serving.candidate is not held.candidate
             if serving != held:
                 self._serving = serving  # one reference assignment: in-flight requests keep theirs
                 self._log_change(held, serving)
-                tune_gc()  # the new model joins what the collector no longer walks (churn/tuning.py)
             self._set_error(error)
             if self.metrics is not None:
                 self._publish(held, serving)
+            if models_changed:
+                del held  # so that the model it held can be collected, not frozen
+                tune_gc()  # the new model joins what the collector no longer walks (churn/tuning.py)
 
     def _publish(self, old: Serving, new: Serving) -> None:
         """The model gauges, and the latest monitoring reports' gauges, after every check."""

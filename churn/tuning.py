@@ -19,31 +19,68 @@
 
 from __future__ import annotations
 
+import functools
 import gc
+import sys
+from pathlib import Path
+from typing import Any
 
 GC_THRESHOLDS = (20_000, 20, 50)  # default (700, 10, 10)
 ACCEPTS_PER_WAKEUP = 1  # asyncio: `backlog` (uvicorn passes 2,048)
+ACCEPT_PAUSE_S = 0.0005  # after an accept, per connection the worker already serves
+ACCEPT_PAUSE_MAX_S = 0.005
 
 
 def tune_gc() -> None:
-    """Rarer collections, and everything alive now (the model included) out of their reach."""
+    """Rarer collections, and everything alive now (the model included) out of their reach. Run
+    after each model change: what an earlier call froze (a model since replaced) is collected."""
     gc.set_threshold(*GC_THRESHOLDS)
+    gc.unfreeze()
     gc.collect()
     gc.freeze()
 
 
-def balance_http_workers() -> None:
-    """In an HTTP worker, before its server starts: one accepted connection per event-loop wake-up.
-    Idempotent; the gRPC server (grpc's own poller) is not concerned."""
+def balance_http_workers(argv: list[str] | None = None) -> bool:
+    """In BentoML's HTTP worker (`python -m bentoml_cli.worker.http_api_server`), before its server
+    starts: one accepted connection per event-loop wake-up. Any other process (the arbiter, a gRPC
+    server with its own poller, a runner, a test importing the service) is left alone. Returns
+    whether the patch is in place; idempotent."""
+    argv = sys.argv if argv is None else argv
+    if not argv or Path(argv[0]).stem != "http_api_server":
+        return False
     from asyncio import selector_events
 
-    loop = selector_events.BaseSelectorEventLoop
-    if getattr(loop, "_churn_balanced", False):
-        return
-    original = loop._accept_connection
+    loop_class = selector_events.BaseSelectorEventLoop
+    if getattr(loop_class, "_churn_balanced", False):
+        return True
+    original = loop_class._accept_connection
 
-    def accept_one(self, protocol_factory, sock, sslcontext=None, server=None, backlog=100, *args):
-        original(self, protocol_factory, sock, sslcontext, server, min(backlog, ACCEPTS_PER_WAKEUP), *args)
+    @functools.wraps(original)
+    def accept_one(
+        self: Any,
+        protocol_factory: Any,
+        sock: Any,
+        sslcontext: Any = None,
+        server: Any = None,
+        backlog: int = 100,
+        *args: Any,
+    ) -> None:
+        original(self, protocol_factory, sock, sslcontext, server, ACCEPTS_PER_WAKEUP, *args)
+        # Then stop listening for a moment, the longer the more connections this worker serves,
+        # so that the other worker, woken by the same connection, takes the next one.
+        fd = sock.fileno()
+        serving = getattr(server, "_active_count", 0)
+        if fd < 0 or not self._remove_reader(fd):
+            return
 
-    loop._accept_connection = accept_one
-    loop._churn_balanced = True
+        def resume() -> None:
+            if sock.fileno() == fd and (server is None or server.is_serving()):
+                self._add_reader(
+                    fd, self._accept_connection, protocol_factory, sock, sslcontext, server, backlog, *args
+                )
+
+        self.call_later(min(ACCEPT_PAUSE_S * (serving + 1), ACCEPT_PAUSE_MAX_S), resume)
+
+    loop_class._accept_connection = accept_one
+    loop_class._churn_balanced = True
+    return True

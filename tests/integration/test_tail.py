@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import http.client
 import json
-import threading
 import uuid
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
@@ -17,7 +16,6 @@ from tests.support import DATA, wait_for
 
 pytestmark = pytest.mark.slow
 
-CLIENTS = 32
 REQUESTS = 2
 BURSTS = 8
 
@@ -35,7 +33,8 @@ def _worker_of_each_customer(home, prefix: str) -> dict[str, str]:
     return seen
 
 
-def test_bursts_of_keepalive_clients_are_spread_over_both_workers(http_server, served_home):
+@pytest.mark.parametrize("clients", [32, 4])
+def test_bursts_of_keepalive_clients_are_spread_over_both_workers(http_server, served_home, clients):
     home, _ = served_home
     # Both workers must hold the model first (they log "serving" once they do).
     wait_for(lambda: http_server.log_text().count("serving churn_model:") >= 2, 60, what="2 workers serving")
@@ -43,34 +42,38 @@ def test_bursts_of_keepalive_clients_are_spread_over_both_workers(http_server, s
     run = uuid.uuid4().hex[:8]
 
     def burst(b: int) -> list[int]:
-        barrier = threading.Barrier(CLIENTS)
+        # All connect at once, as a load generator's clients do: a tight loop on loopback puts
+        # every connection in the accept queue within a fraction of a millisecond.
+        conns = [
+            http.client.HTTPConnection("127.0.0.1", http_server.port, timeout=30) for _ in range(clients)
+        ]
+        for conn in conns:
+            conn.connect()
 
         def client(i: int) -> list[int]:
-            conn = http.client.HTTPConnection("127.0.0.1", http_server.port, timeout=30)
-            barrier.wait()  # all connect at once, as a load generator's clients do
-            conn.connect()
             codes = []
             for _ in range(REQUESTS):  # one connection, so one worker, for all of them
                 body = json.dumps({"instances": [record | {"customerID": f"balance-{run}-{b}-{i}"}]})
-                conn.request("POST", "/predict", body, {"Content-Type": "application/json"})
-                response = conn.getresponse()
+                conns[i].request("POST", "/predict", body, {"Content-Type": "application/json"})
+                response = conns[i].getresponse()
                 response.read()
                 codes.append(response.status)
-            conn.close()
+            conns[i].close()
             return codes
 
-        with ThreadPoolExecutor(CLIENTS) as pool:
-            return [c for cs in pool.map(client, range(CLIENTS)) for c in cs]
+        with ThreadPoolExecutor(clients) as pool:
+            return [c for cs in pool.map(client, range(clients)) for c in cs]
 
     for b in range(BURSTS):
-        assert burst(b) == [200] * CLIENTS * REQUESTS
+        assert burst(b) == [200] * clients * REQUESTS
 
     def all_logged():
         seen = _worker_of_each_customer(home, f"balance-{run}-")
-        return seen if len(seen) == CLIENTS * BURSTS else None
+        return seen if len(seen) == clients * BURSTS else None
 
-    workers = wait_for(all_logged, 15, what=f"{CLIENTS * BURSTS} customers in the prediction log")
+    workers = wait_for(all_logged, 15, what=f"{clients * BURSTS} customers in the prediction log")
     for b in range(BURSTS):
         per_worker = Counter(pid for cid, pid in workers.items() if cid.startswith(f"balance-{run}-{b}-"))
-        # Untuned, the first worker to wake often accepts nearly all of a burst (28-30 of 32 seen).
-        assert len(per_worker) == 2 and min(per_worker.values()) >= 6, (b, per_worker)
+        # Untuned, the first worker to wake often accepts nearly all of a burst (28-30 of 32 seen;
+        # 4 of 4 in a benchmark, which left one core idle).
+        assert len(per_worker) == 2 and min(per_worker.values()) >= max(1, clients // 5), (b, per_worker)
