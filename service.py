@@ -80,8 +80,9 @@ class ChurnRunnable(bentoml.legacy.Runnable):
         return self.holder.status()
 
 
-# An HTTP worker imports this module before its server starts: from then on, each wake-up of its
-# event loop accepts one connection, so that a burst of clients is shared by the workers (churn/tuning.py).
+# BentoML's HTTP worker imports this module before its server starts: from then on, each wake-up of
+# its event loop accepts one connection, so that a burst of clients is shared by the workers
+# (churn/tuning.py). In any other process importing it, this does nothing.
 balance_http_workers()
 
 # BentoML needs the runner object when it imports this module, so its placement (embedded in the

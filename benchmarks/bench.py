@@ -538,10 +538,10 @@ def markdown(r: dict) -> str:
     ratios.append(
         f"training: {r['training_s']:.1f} s; cold start to /startup 200: {r.get('cold_start_s', 0):.1f} s"
     )
-    targets = ["", "| target (issue #14) | measured | goal | met |", "| --- | ---: | --- | --- |"]
+    goals = ["", "| target (issue #14) | measured | goal | met |", "| --- | ---: | --- | --- |"]
     for t in r.get("targets", []):
-        targets.append(f"| {t['what']} | {t['value']:.2f} | {t['goal']} | {'yes' if t['met'] else 'no'} |")
-    return "\n".join(lines + [""] + [f"- {x}" for x in ratios] + targets)
+        goals.append(f"| {t['what']} | {t['value']:.2f} | {t['goal']} | {'yes' if t['met'] else 'no'} |")
+    return "\n".join(lines + [""] + [f"- {x}" for x in ratios] + goals)
 
 
 def targets(r: dict) -> list[dict]:

@@ -2,6 +2,7 @@
 
     python -m churn.client --csv data/telco_churn.csv --limit 5                      # HTTP :3000
     python -m churn.client --transport grpc --address 127.0.0.1:50051 --csv FILE     # gRPC
+    python -m churn.client --transport grpc --grpc-body bytes --csv FILE             # gRPC, JSON text
     python -m churn.client --health                                                  # probes
 
 It prints the service's JSON response. Exit codes: 0 ok, 1 the service answered with an error
@@ -15,7 +16,7 @@ import json
 import sys
 import urllib.error
 import urllib.request
-from typing import Any
+from typing import Any, Literal
 
 from churn.schema import FEATURE_NAMES, ID_COLUMN, DataValidationError, read_csv
 
@@ -62,28 +63,38 @@ def grpc_stub(address: str):
     return channel, service_pb2_grpc.BentoServiceStub(channel)
 
 
+GrpcEncoding = Literal["json", "bytes"]
+GRPC_ENCODINGS: tuple[GrpcEncoding, ...] = ("json", "bytes")
+
+
 def predict_grpc(
-    address: str, records: list[dict[str, Any]], timeout: float = 30.0, body: str = "json"
+    address: str, records: list[dict[str, Any]], timeout: float = 30.0, encoding: GrpcEncoding = "json"
 ) -> tuple[str, Any]:
-    return call_grpc(address, {"instances": records}, timeout, body)
+    return call_grpc(address, {"instances": records}, timeout, encoding)
 
 
-def call_grpc(address: str, payload: Any, timeout: float = 30.0, body: str = "json") -> tuple[str, Any]:
-    """Send any JSON payload to the predict API, as a protobuf Struct in the `json` field (body
-    "json"), or as JSON text in `serialized_bytes` (body "bytes", answered the same way; cheaper
-    for large requests). Returns ("OK", response) or (status code name, details)."""
+def call_grpc(
+    address: str, payload: Any, timeout: float = 30.0, encoding: GrpcEncoding = "json"
+) -> tuple[str, Any]:
+    """Send any JSON payload to the predict API, as a protobuf Struct in the `json` field
+    (encoding "json"), or as JSON text in `serialized_bytes` (encoding "bytes", answered the same
+    way; cheaper for large requests). Returns ("OK", response) or (status code name, details)."""
     import grpc
     from bentoml.grpc.v1 import service_pb2 as pb
     from google.protobuf import json_format, struct_pb2
 
+    if encoding not in GRPC_ENCODINGS:
+        raise ValueError(f"encoding must be one of {GRPC_ENCODINGS}, got {encoding!r}")
     channel, stub = grpc_stub(address)
     try:
-        if body == "bytes":
+        if encoding == "bytes":
             request = pb.Request(api_name="predict", serialized_bytes=json.dumps(payload).encode())
-            return "OK", json.loads(stub.Call(request, timeout=timeout).serialized_bytes)
-        value = json_format.ParseDict(payload, struct_pb2.Value())
-        reply = stub.Call(pb.Request(api_name="predict", json=value), timeout=timeout)
-        return "OK", json_format.MessageToDict(reply.json)
+        else:
+            request = pb.Request(api_name="predict", json=json_format.ParseDict(payload, struct_pb2.Value()))
+        reply = stub.Call(request, timeout=timeout)
+        if reply.WhichOneof("content") == "serialized_bytes":
+            return "OK", json.loads(reply.serialized_bytes)
+        return "OK", json_format.MessageToDict(reply.json)  # also a server that answers bytes with a Struct
     except grpc.RpcError as exc:
         details = exc.details()
         try:
@@ -122,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--transport", choices=("http", "grpc"), default="http")
     parser.add_argument(
         "--grpc-body",
-        choices=("json", "bytes"),
+        choices=GRPC_ENCODINGS,
         default="json",
         help="gRPC request and answer: a protobuf Struct (json) or JSON text in serialized_bytes",
     )
@@ -163,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
             status, body = predict_http(address, records)
             ok = status == 200
         else:
-            status, body = predict_grpc(address, records, body=args.grpc_body)
+            status, body = predict_grpc(address, records, encoding=args.grpc_body)
             ok = status == "OK"
     except OSError as exc:
         print(f"error: cannot reach {address}: {exc}", file=sys.stderr)

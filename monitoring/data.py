@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import datetime as dt
 import heapq
+import json
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import orjson
@@ -23,6 +25,7 @@ from churn.schema import FEATURE_NAMES, FEATURES, ID_COLUMN, LABEL_COLUMN, read_
 
 JSONL_SUFFIXES = (".jsonl", ".json", ".log")
 _INTEGRAL = re.compile(r"^(\d+)\.0$")
+_PLAIN_DTYPES = frozenset({"string", "integer", "floating", "mixed-integer-float"})  # pandas infer_dtype
 
 
 class InputError(ValueError):
@@ -54,6 +57,26 @@ def parse_since(text: str | None, now: dt.datetime | None = None) -> dt.datetime
     return when if when.tzinfo else when.replace(tzinfo=dt.UTC)
 
 
+def _stripped_text(col: pd.Series, integral: bool) -> np.ndarray:
+    """Each value as stripped text (and "1.0" as "1" when `integral`).
+
+    A column of strings alone, or of numbers alone, is cleaned one distinct value at a time
+    (factorize is C; 100,000 records hold a few hundred distinct values per column: 0.8 s of string
+    methods before). Mixed columns (True beside 1, None, lists) are cleaned value by value, because
+    factorize would merge values that are equal but print differently.
+    """
+    if pd.api.types.infer_dtype(col, skipna=False) in _PLAIN_DTYPES:
+        codes, uniques = pd.factorize(col, use_na_sentinel=False)
+        texts = [str(u).strip() for u in uniques]
+        if integral:
+            texts = [_INTEGRAL.sub(r"\1", t) for t in texts]
+        return np.array(texts, dtype=object)[codes]
+    text = col.astype(str).str.strip()
+    if integral:
+        text = text.str.replace(_INTEGRAL, r"\1", regex=True)
+    return text.to_numpy(dtype=object)
+
+
 def normalise(raw: pd.DataFrame, source: str) -> pd.DataFrame:
     """Check columns and numbers; keep categories verbatim (as strings)."""
     raw = raw.rename(columns=lambda c: str(c).strip())
@@ -64,27 +87,21 @@ def normalise(raw: pd.DataFrame, source: str) -> pd.DataFrame:
     if unknown:
         raise InputError(f"{source}: unknown column(s) {unknown}")
     out = pd.DataFrame(index=raw.index)
-    tenure = None
     for feature in FEATURES:
-        # Each distinct value is cleaned once (factorize is C; 100,000 records hold a few hundred
-        # distinct values per column): 0.8 s of string methods per 100,000 records before.
-        codes, uniques = pd.factorize(raw[feature.name], use_na_sentinel=False)
-        text = np.array([str(u).strip() for u in uniques], dtype=object)
+        # SeniorCitizen 1, 1.0 and "1" are one category
+        text = _stripped_text(raw[feature.name], integral=feature.name == "SeniorCitizen")
         if feature.is_categorical:
-            if feature.name == "SeniorCitizen":  # SeniorCitizen 1, 1.0 and "1" are one category
-                text = np.array([_INTEGRAL.sub(r"\1", t) for t in text], dtype=object)
-            out[feature.name] = text[codes]
+            out[feature.name] = text
             continue
-        values = pd.to_numeric(pd.Series(text, dtype=object), errors="coerce").to_numpy(np.float64)[codes]
         if feature.name == "TotalCharges":  # same deliberate rule as training: new customers owe 0
-            if tenure is None:
-                tenure = pd.to_numeric(raw["tenure"], errors="coerce").to_numpy()
-            values = np.where((text[codes] == "") & (tenure == 0), 0.0, values)
+            tenure = pd.to_numeric(raw["tenure"], errors="coerce").to_numpy()
+            text = np.where((text == "") & (tenure == 0), "0", text)
+        values = pd.to_numeric(pd.Series(text, dtype=object), errors="coerce").to_numpy(np.float64)
         bad = ~np.isfinite(values)
         if bad.any():
             row = int(np.flatnonzero(bad)[0])
             raise InputError(
-                f"{source}: column {feature.name!r}, row {row + 1}: not a number ({text[codes[row]]!r})"
+                f"{source}: column {feature.name!r}, row {row + 1}: not a number ({text[row]!r})"
             )
         out[feature.name] = values
     return out.reset_index(drop=True)
@@ -133,7 +150,7 @@ def iter_prediction_log(
                         continue  # blank, or the last line of a file the service is appending to
                     scan.total += 1
                     try:
-                        entry = orjson.loads(line)  # 1.0 s of 100,000 lines with json
+                        entry = read_log_line(line)
                         if not isinstance(entry["record"], dict):
                             raise TypeError("record is not an object")
                         when = parse_log_time(str(entry["time"]))
@@ -176,6 +193,16 @@ def read_prediction_log(
     return LoadedData(
         frame=normalise(raw, source), source=source, bad_lines=bad, total_lines=total, notes=notes
     )
+
+
+def read_log_line(line: bytes) -> Any:
+    """One prediction-log line: orjson (json.loads took 1.0 s of 100,000 lines), and json for what
+    orjson refuses but the service may have written with json (a lone surrogate in a customerID,
+    NaN in logs of older versions). ValueError if neither reads it."""
+    try:
+        return orjson.loads(line)
+    except orjson.JSONDecodeError:
+        return json.loads(line)
 
 
 def parse_log_time(stamp: str) -> dt.datetime:

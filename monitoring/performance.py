@@ -23,7 +23,9 @@ and "models": {}).
 from __future__ import annotations
 
 import argparse
+import base64
 import datetime as dt
+import io
 import json
 import sys
 from array import array
@@ -308,8 +310,6 @@ def _plots(report: dict[str, Any]) -> dict[str, str]:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from monitoring.report import png_base64
-
     plots = {}
     for metric, label in (("f1", "F1"), ("roc_auc", "ROC AUC")):
         fig, ax = plt.subplots(figsize=(7.5, 3.0), dpi=80)
@@ -337,6 +337,17 @@ def _plots(report: dict[str, Any]) -> dict[str, str]:
         fig.autofmt_xdate()
         plots[metric] = png_base64(fig)
     return plots
+
+
+def png_base64(fig) -> str:
+    """A matplotlib figure as an inline PNG (base64), closed afterwards."""
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    return base64.b64encode(buf.getvalue()).decode()
 
 
 def write(settings: Settings, report: dict[str, Any], output_dir: Path | None) -> Path:

@@ -6,8 +6,6 @@ A report folder is written under a temporary name and renamed into place, so a r
 
 from __future__ import annotations
 
-import base64
-import io
 import json
 import os
 import shutil
@@ -92,17 +90,6 @@ def drift_chart(name: str, reference: pd.DataFrame, current: pd.DataFrame) -> Ch
     return Chart(
         name, "density", y_max, _bars(values, y_max, width / HIST_BINS, width / HIST_BINS), ticks, False
     )
-
-
-def png_base64(fig) -> str:
-    """A matplotlib figure as an inline PNG (base64), closed afterwards."""
-    import matplotlib.pyplot as plt
-
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    plt.close(fig)
-    return base64.b64encode(buf.getvalue()).decode()
 
 
 def render_html(report: dict[str, Any], reference: pd.DataFrame, current: pd.DataFrame) -> str:

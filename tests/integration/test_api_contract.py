@@ -135,7 +135,7 @@ def test_bad_input_gets_a_4xx_json_error_naming_field_and_index(
 )
 @pytest.mark.parametrize("encoding", ["json", "bytes"])
 def test_grpc_bad_input_is_invalid_argument_with_json_details(grpc_server, body, field, encoding):
-    code, details = call_grpc(grpc_server.address, body, body=encoding)
+    code, details = call_grpc(grpc_server.address, body, encoding=encoding)
     assert code == "INVALID_ARGUMENT"
     assert details["error"] == "invalid_input"
     if field:

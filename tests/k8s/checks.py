@@ -13,7 +13,7 @@ NODEPORT_RANGE = range(30000, 32768)
 # Settings every program needs to find its state and model; the others have defaults.
 REQUIRED_ENV = ("MLOPS_HOME", "BENTOML_HOME", "MODEL_NAME", "LOG_LEVEL")
 # Read by libraries rather than by churn.settings, and documented in the base kustomization.
-LIBRARY_ENV = ("MPLCONFIGDIR", "NUMBA_CACHE_DIR", "BENTOML_DO_NOT_TRACK")
+LIBRARY_ENV = ("MPLCONFIGDIR", "BENTOML_DO_NOT_TRACK")
 SECRET_ENV = ("MONITORING_WEBHOOK_URL", "MONITORING_API_TOKEN")
 RESTRICTED_UID = 1034
 
