@@ -116,3 +116,17 @@ def test_heavy_packages_absent_and_drift_detector_imports(image):
     assert found["alibi_detect"]
     assert not {n: v for n, v in found["dists"].items() if v}, found["dists"]
     assert not {m for m, present in found["modules"].items() if present}, found["modules"]
+
+
+def test_no_compiler_and_no_installer_in_the_image(image):
+    """BentoML's Debian template installed build-essential (526 MB) and uv into the shipped image;
+    the two-stage build leaves both in the first stage."""
+    history = docker("history", "--no-trunc", "--format", "{{.CreatedBy}}", image).stdout
+    assert "build-essential" not in history
+    found = json.loads(
+        run_python(
+            image,
+            "import json, shutil; print(json.dumps({'gcc': shutil.which('gcc'), 'uv': shutil.which('uv')}))",
+        )
+    )
+    assert found == {"gcc": None, "uv": None}, found
