@@ -5,6 +5,7 @@ from __future__ import annotations
 import http.server
 import json
 import re
+import tempfile
 import threading
 from html.parser import HTMLParser
 from pathlib import Path
@@ -177,7 +178,8 @@ def _log_with_service_code(home: Path, frame: pd.DataFrame, folder: Path) -> Non
 
 
 def read_csv_frame(frame: pd.DataFrame) -> pd.DataFrame:
-    path = Path(f"/tmp/drift-test-{id(frame)}.csv")
+    with tempfile.NamedTemporaryFile(suffix=".csv", delete=False) as fh:
+        path = Path(fh.name)
     frame.to_csv(path, index=False)
     try:
         return read_csv(str(path), require_label=False).features
