@@ -31,16 +31,16 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from churn.jsonio import json_bytes, json_loads
 from churn.logs import setup_logging
 from churn.metrics import serving_metrics
-from churn.schema import RecordValidationError, decode_request_json, parse_predict_request
+from churn.schema import RecordValidationError, parse_predict_request
 from churn.serving import (
     HolderStatus,
     ModelHolder,
     PredictionLog,
     ScoreResult,
     build_response,
-    json_bytes,
     openapi_request_model,
 )
 from churn.settings import load_settings, settings_from_env
@@ -134,7 +134,7 @@ class PredictJSON(JSON, proto_fields=("json",)):
             )
         raw = await request.body()
         try:
-            return decode_request_json(raw)
+            return json_loads(raw)
         except (ValueError, RecursionError) as exc:  # JSONDecodeError and bad unicode are ValueErrors
             return _ClientError(400, {"error": "malformed_json", "message": f"malformed JSON body: {exc}"})
 
@@ -142,9 +142,8 @@ class PredictJSON(JSON, proto_fields=("json",)):
         from google.protobuf.json_format import MessageToDict
 
         if isinstance(field, bytes):
-            _ANSWER_BYTES.set(True)  # the servicer awaits this and to_proto in one task
             try:
-                return decode_request_json(field)
+                return json_loads(field)
             except (ValueError, RecursionError) as exc:
                 return _ClientError(
                     400, {"error": "malformed_json", "message": f"malformed JSON body: {exc}"}
@@ -317,8 +316,11 @@ class ChurnGrpcInterceptor(grpc.aio.ServerInterceptor):
                         grpc.StatusCode.INVALID_ARGUMENT,
                         f"unknown api_name {request.api_name!r}; this service has {sorted(svc.apis)}",
                     )
+                # Decided here, once: BentoML's servicer runs from_proto and to_proto in this task.
+                answer_bytes = request.WhichOneof("content") == "serialized_bytes"
+                _ANSWER_BYTES.set(answer_bytes)
                 response = await inner(request, context)
-                if request.WhichOneof("content") == "serialized_bytes" and response.json.string_value:
+                if answer_bytes and response.json.string_value:
                     return type(response)(serialized_bytes=response.json.string_value.encode())
                 return response
 

@@ -272,9 +272,9 @@ def in_process(model) -> dict:
 
 
 def write_prediction_log(folder: Path, n: int, model: str) -> None:
-    """`n` prediction-log records as the service writes them (churn/serving.py's json_bytes), real
+    """`n` prediction-log records as the service writes them (churn/jsonio.py's json_bytes), real
     customers drawn with replacement, one millisecond apart."""
-    from churn.serving import json_bytes
+    from churn.jsonio import json_bytes
 
     rng = np.random.default_rng(0)
     start = dt.datetime(2026, 11, 1, tzinfo=dt.UTC)

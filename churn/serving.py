@@ -25,8 +25,8 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np
-import orjson
 
+from churn.jsonio import json_bytes
 from churn.metrics import ServingMetrics
 from churn.model import LoadedModel, ModelUnavailable, load_model, warm_imports
 from churn.registry import Candidate, RegistryError, read_registry
@@ -404,15 +404,6 @@ def build_response(result: ScoreResult, ids: list[Any]) -> dict[str, Any]:
             )
         ],
     }
-
-
-def json_bytes(obj: Any) -> bytes:
-    """Compact JSON: orjson (the prediction log's serialisation was 18 % of the 1,000-record path
-    with json), json for what orjson refuses (an integer customerID beyond 64 bits)."""
-    try:
-        return orjson.dumps(obj)
-    except TypeError:
-        return json.dumps(obj, separators=(",", ":")).encode()
 
 
 class PredictionLog:

@@ -9,8 +9,8 @@ import json
 import pandas as pd
 import pytest
 
+from churn.jsonio import json_bytes
 from churn.schema import EXAMPLE_RECORD, FEATURE_NAMES
-from churn.serving import json_bytes
 from monitoring.data import InputError, normalise, prediction_log_files, read_prediction_log
 
 

@@ -6,13 +6,13 @@ import pandas as pd
 import pytest
 
 from churn.client import records_from_csv
+from churn.jsonio import json_loads
 from churn.schema import (
     EXAMPLE_RECORD,
     FEATURE_NAMES,
     MAX_INSTANCES,
     DataValidationError,
     RecordValidationError,
-    decode_request_json,
     parse_predict_request,
     read_csv,
     records_to_frame,
@@ -161,7 +161,7 @@ BODIES = [
 
 @pytest.mark.parametrize("raw", BODIES)
 def test_request_json_is_read_exactly_as_json_reads_it(raw):
-    assert repr(decode_request_json(raw)) == repr(json.loads(raw))
+    assert repr(json_loads(raw)) == repr(json.loads(raw))
 
 
 @pytest.mark.parametrize(
@@ -169,7 +169,7 @@ def test_request_json_is_read_exactly_as_json_reads_it(raw):
 )
 def test_request_json_refuses_what_is_not_json(raw):
     with pytest.raises((ValueError, RecursionError)):
-        decode_request_json(raw)
+        json_loads(raw)
 
 
 ODD_VALUES = [
