@@ -7,21 +7,34 @@ numbers) is enforced.
 
 from __future__ import annotations
 
+import argparse
 import datetime as dt
 import heapq
-import json
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
-import orjson
 import pandas as pd
 
+from churn.cli import share
 from churn.feedback import LoggedPrediction
+from churn.jsonio import json_loads
 from churn.schema import FEATURE_NAMES, FEATURES, ID_COLUMN, LABEL_COLUMN, read_raw_csv
+
+MAX_BAD_FRACTION = 0.01  # tolerated share of unreadable prediction-log lines, by default
+
+
+def add_max_bad_fraction(parser: argparse.ArgumentParser) -> None:
+    """--max-bad-fraction, the same for every command that reads the prediction log."""
+    parser.add_argument(
+        "--max-bad-fraction",
+        type=share,
+        default=MAX_BAD_FRACTION,
+        help="tolerated share of unreadable prediction-log lines (default %(default)s)",
+    )
+
 
 JSONL_SUFFIXES = (".jsonl", ".json", ".log")
 _INTEGRAL = re.compile(r"^(\d+)\.0$")
@@ -150,7 +163,7 @@ def iter_prediction_log(
                         continue  # blank, or the last line of a file the service is appending to
                     scan.total += 1
                     try:
-                        entry = read_log_line(line)
+                        entry = json_loads(line, constants=True)  # NaN: logs of older versions
                         if not isinstance(entry["record"], dict):
                             raise TypeError("record is not an object")
                         when = parse_log_time(str(entry["time"]))
@@ -168,7 +181,7 @@ def read_prediction_log(
     source: str,
     since: dt.datetime | None = None,
     max_records: int | None = None,
-    max_bad_fraction: float = 0.01,
+    max_bad_fraction: float = MAX_BAD_FRACTION,
 ) -> LoadedData:
     """Records of the prediction log, oldest first. Streams the files and keeps only the newest
     `max_records` on a heap, so memory is bounded by `max_records`, not by the log's size."""
@@ -193,16 +206,6 @@ def read_prediction_log(
     return LoadedData(
         frame=normalise(raw, source), source=source, bad_lines=bad, total_lines=total, notes=notes
     )
-
-
-def read_log_line(line: bytes) -> Any:
-    """One prediction-log line: orjson (json.loads took 1.0 s of 100,000 lines), and json for what
-    orjson refuses but the service may have written with json (a lone surrogate in a customerID,
-    NaN in logs of older versions). ValueError if neither reads it."""
-    try:
-        return orjson.loads(line)
-    except orjson.JSONDecodeError:
-        return json.loads(line)
 
 
 def parse_log_time(stamp: str) -> dt.datetime:

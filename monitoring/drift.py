@@ -26,13 +26,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from churn.cli import open_unit, positive_int, share
+from churn.cli import open_unit, positive_int
 from churn.logs import setup_logging
 from churn.model import ModelUnavailable, load_reference
 from churn.registry import RegistryError, current_tag
 from churn.settings import Settings, settings_or_exit
 from monitoring.alert import alert_if_configured
-from monitoring.data import InputError, load_current, normalise, parse_since, read_csv
+from monitoring.data import InputError, add_max_bad_fraction, load_current, normalise, parse_since, read_csv
 from monitoring.detector import detect
 from monitoring.report import REPORT_HTML, REPORT_JSON, point_latest, write_report
 
@@ -70,12 +70,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         action="store_true",
         help="fewer than 50 current records is not an error: say so and exit 0 (scheduled jobs)",
     )
-    parser.add_argument(
-        "--max-bad-fraction",
-        type=share,
-        default=0.01,
-        help="tolerated share of unreadable log lines (default 0.01)",
-    )
+    add_max_bad_fraction(parser)
     return parser.parse_args(argv)
 
 

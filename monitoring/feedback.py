@@ -24,7 +24,6 @@ import json
 import sys
 from pathlib import Path
 
-from churn.cli import share
 from churn.feedback import (
     LabelledExample,
     LoggedPrediction,
@@ -38,7 +37,14 @@ from churn.logs import setup_logging
 from churn.registry import utc_now
 from churn.schema import ID_COLUMN, LABEL_COLUMN, LABEL_VALUES, read_raw_csv
 from churn.settings import Settings, settings_or_exit
-from monitoring.data import InputError, LogScan, iter_prediction_log, prediction_log_files
+from monitoring.data import (
+    MAX_BAD_FRACTION,
+    InputError,
+    LogScan,
+    add_max_bad_fraction,
+    iter_prediction_log,
+    prediction_log_files,
+)
 
 TIME_COLUMN = "observed_at"
 
@@ -114,7 +120,7 @@ def latest_predictions(
     return found
 
 
-def ingest(settings: Settings, path: Path, max_bad_fraction: float = 0.01) -> dict[str, int]:
+def ingest(settings: Settings, path: Path, max_bad_fraction: float = MAX_BAD_FRACTION) -> dict[str, int]:
     digest = hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else ""
     now = utc_now()
     outcomes, repeated = read_outcomes(path, now)
@@ -154,12 +160,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         prog="python -m monitoring.feedback", description=__doc__.splitlines()[0]
     )
     parser.add_argument("--labels", type=Path, required=True, help="CSV: customerID, Churn, [observed_at]")
-    parser.add_argument(
-        "--max-bad-fraction",
-        type=share,
-        default=0.01,
-        help="tolerated share of unreadable prediction-log lines (default 0.01)",
-    )
+    add_max_bad_fraction(parser)
     return parser.parse_args(argv)
 
 

@@ -35,7 +35,7 @@ from typing import Any, NotRequired, TypedDict
 
 import numpy as np
 
-from churn.cli import open_unit, positive_int, share
+from churn.cli import open_unit, positive_int
 from churn.evaluation import classification_metrics
 from churn.feedback import iter_examples
 from churn.logs import setup_logging
@@ -46,6 +46,7 @@ from monitoring.alert import alert_if_configured
 from monitoring.data import (
     InputError,
     LogScan,
+    add_max_bad_fraction,
     iter_prediction_log,
     parse_log_time,
     parse_since,
@@ -387,9 +388,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--allow-no-verdict", action="store_true", help="no predictions in the window is exit 0"
     )
-    parser.add_argument(
-        "--max-bad-fraction", type=share, default=0.01, help="tolerated share of unreadable log lines"
-    )
+    add_max_bad_fraction(parser)
     return parser.parse_args(argv)
 
 
