@@ -13,7 +13,9 @@ HTTP_PORT    ?= 3000
 GRPC_PORT    ?= 50051
 GRPC_METRICS_PORT ?= 3001
 VERSION      := $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml | head -n 1)
-IMAGE        := churn-service:$(VERSION)
+# IMAGE can be overridden (make image e2e IMAGE=churn-service:dev): tests/e2e runs $(CHURN_IMAGE).
+IMAGE        ?= churn-service:$(VERSION)
+export CHURN_IMAGE := $(IMAGE)
 BENTO        := churn_service:$(VERSION)
 # Bentos are built in their own BentoML home, apart from the models in $(MLOPS_HOME).
 BUILD_HOME   := $(CURDIR)/build/bentoml

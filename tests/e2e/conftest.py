@@ -26,6 +26,7 @@ Everything started here is stopped and removed at the end of the session.
 from __future__ import annotations
 
 import contextlib
+import os
 import re
 import shutil
 import subprocess
@@ -45,7 +46,8 @@ from tests.k8s.conftest import render
 from tests.support import ROOT
 
 VERSION = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
-IMAGE = f"churn-service:{VERSION}"
+# The image under test: `make image e2e IMAGE=...` passes another tag (the manifests keep theirs).
+IMAGE = os.environ.get("CHURN_IMAGE") or f"churn-service:{VERSION}"
 NETAUDIT = Path(__file__).resolve().parent / "netaudit"
 CGROUP_MEMORY = Path("/sys/fs/cgroup/memory/docker")
 
