@@ -38,6 +38,18 @@ class VersionEntry(TypedDict):
     evaluation: NotRequired[dict[str, Any]]
 
 
+class SequentialDesign(TypedDict):
+    """How training.decide judges a candidate, fixed when it is staged (training.gate)."""
+
+    method: str
+    alpha: float
+    auc_margin: float
+    log_loss_margin: float
+    tau_auc: float
+    tau_log_loss: float
+    min_class_count: int
+
+
 class Candidate(TypedDict):
     """A version staged beside the current one: shadow (scored, never answered) or canary."""
 
@@ -45,6 +57,8 @@ class Candidate(TypedDict):
     mode: Literal["shadow", "canary"]
     fraction: float  # share of customers a canary answers; 0.0 in shadow mode
     staged_at: str
+    # The sequential test that decides it; absent in registries written before it existed.
+    design: NotRequired[SequentialDesign]
 
 
 class HistoryEvent(TypedDict):
@@ -258,9 +272,15 @@ class Registry:
             return self._event(data, "rollback", stack[-2], reason)
 
     def stage(
-        self, tag: str, mode: str, fraction: float | None = None, reason: str = "manual stage"
+        self,
+        tag: str,
+        mode: str,
+        fraction: float | None = None,
+        reason: str = "manual stage",
+        design: SequentialDesign | None = None,
     ) -> HistoryEvent:
-        """Make `tag` the candidate. Canary: `fraction` of customers (default 0.1); shadow: none."""
+        """Make `tag` the candidate. Canary: `fraction` of customers (default 0.1); shadow: none.
+        `design`: the sequential test that will decide it, kept with it."""
         if mode not in CANDIDATE_MODES:
             raise RegistryError(f"mode must be one of {', '.join(CANDIDATE_MODES)}, not {mode!r}")
         if mode == "shadow" and fraction is not None:
@@ -272,15 +292,19 @@ class Registry:
             self._require(data, tag)
             if tag == data["current"]:
                 raise RegistryError(f"{tag} is already the current model")
-            data["candidate"] = {
+            candidate: Candidate = {
                 "tag": tag,
                 "mode": mode,  # type: ignore[typeddict-item]
                 "fraction": share if mode == "canary" else 0.0,
                 "staged_at": utc_now(),
             }
-            return self._event(
-                data, "stage", tag, reason, {"mode": mode, "fraction": data["candidate"]["fraction"]}
-            )
+            if design is not None:
+                candidate["design"] = design
+            data["candidate"] = candidate
+            details: dict[str, Any] = {"mode": mode, "fraction": candidate["fraction"]}
+            if design is not None:
+                details["design"] = design
+            return self._event(data, "stage", tag, reason, details)
 
     def unstage(self, reason: str = "manual unstage", details: dict[str, Any] | None = None) -> HistoryEvent:
         with self._transaction() as data:

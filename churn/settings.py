@@ -17,6 +17,12 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, f
 DRIFT_REPORT_JSON = "drift_report.json"
 PERFORMANCE_REPORT_JSON = "performance_report.json"
 LOG_LEVELS = ("CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG")
+# The gate compares nothing below this many churners, and as many non-churners, on a side. From a
+# power calculation (Hanley and McNeil's variance of a ROC AUC; models of ROC AUC 0.80 whose
+# estimates correlate 0.5-0.6; the data set's 27 % churn rate; one-sided alpha 0.05): 45-56
+# churners give 80 % power to detect a gain of 0.10 over the 0.005 margin. Below that even a
+# large gain is a coin toss, and below a few the variance estimate itself fails (issue 20.1).
+DEFAULT_GATE_MIN_CLASS_COUNT = 50
 
 # Environment variable -> settings field. The README's settings table lists the same names.
 ENV_VARS: dict[str, str] = {
@@ -32,6 +38,7 @@ ENV_VARS: dict[str, str] = {
     "PREDICTION_LOG_MAX_TOTAL_BYTES": "prediction_log_max_total_bytes",
     "RETENTION_DAYS": "retention_days",
     "FEEDBACK_RETENTION_DAYS": "feedback_retention_days",
+    "GATE_MIN_CLASS_COUNT": "gate_min_class_count",
     "MONITORING_WEBHOOK_URL": "monitoring_webhook_url",
     "MONITORING_API_TOKEN": "monitoring_api_token",
 }
@@ -73,6 +80,8 @@ class Settings(BaseModel):
     retention_days: float = Field(30, gt=0)
     # ... and outcomes, which are small and what retraining learns from.
     feedback_retention_days: float = Field(365, gt=0)
+    # Churners (and non-churners) each side of a comparison needs before the gate compares models.
+    gate_min_class_count: int = Field(DEFAULT_GATE_MIN_CLASS_COUNT, ge=2)
     # The model runs inside each API worker (BentoML "embedded runner") rather than in separate
     # runner processes. Measured here: the remote runner client leaks ~8 KB per request in the API
     # workers (RSS +290 MB over 45 s at 32 clients) and adds an inter-process hop; embedded, RSS

@@ -8,7 +8,11 @@ Shadow: both versions scored the same records (the current one answered, the can
 in the prediction log), so they are compared paired, on the outcomes of those records. Canary:
 each version answered its own customers, so each is judged on its own outcomes, unpaired. Either
 way only predictions made after the candidate was staged count, and each side needs --min-labels
-outcomes before anything is decided.
+outcomes, and GATE_MIN_CLASS_COUNT of each class, before anything is decided.
+
+It runs on a schedule and "wait" means "look again later", so it judges by the sequential test
+recorded with the candidate when it was staged (training.gate.sequential_decision: an always-valid
+mixture SPRT), whose false-promotion rate holds however many times it looks.
 
 The last line of stdout is JSON: {"candidate": tag or null, "mode", "decision":
 "promote"|"unstage"|"wait"|"none", "reason", "evaluation": {...} or null}. The decision and both
@@ -30,7 +34,7 @@ from churn.feedback import read_examples
 from churn.logs import setup_logging
 from churn.registry import Registry, RegistryError
 from churn.settings import Settings, settings_or_exit
-from training.gate import compare_paired, compare_unpaired
+from training.gate import TooFewOutcomes, compare_paired, compare_unpaired, sequential_design
 
 
 def decide(settings: Settings, min_labels: int, log) -> dict[str, Any]:
@@ -46,6 +50,10 @@ def decide(settings: Settings, min_labels: int, log) -> dict[str, Any]:
             "evaluation": None,
         }
     tag, mode = candidate["tag"], candidate["mode"]
+    design = candidate.get("design")
+    if design is None:  # staged before designs were recorded: today's design, said so
+        design = sequential_design(settings.gate_min_class_count)
+        log.info("candidate %s was staged without a recorded design: using %s", tag, design)
     thresholds = tuple(float(data["versions"][t]["threshold"]) for t in (current, tag))
     since = candidate["staged_at"]
     examples = [e for e in read_examples(settings) if e["prediction"] and e["prediction"]["time"] >= since]
@@ -76,6 +84,7 @@ def decide(settings: Settings, min_labels: int, log) -> dict[str, Any]:
                 np.array([e["prediction"]["shadow"]["churn_probability"] for e in rows]),
                 (current, tag),
                 thresholds,  # type: ignore[arg-type]
+                design=design,
             )
         else:
             gate = compare_unpaired(
@@ -88,8 +97,9 @@ def decide(settings: Settings, min_labels: int, log) -> dict[str, Any]:
                 ),
                 (current, tag),
                 thresholds,  # type: ignore[arg-type]
+                design=design,
             )
-    except ValueError as exc:  # one outcome only on a side: nothing to compare yet
+    except TooFewOutcomes as exc:  # too few of a class on a side: nothing to compare yet
         return out | {"decision": "wait", "reason": str(exc)}
     evaluation = gate.as_dict()
     if gate.decision == "promote":

@@ -25,6 +25,7 @@ from churn.cli import fraction, positive_seconds
 from churn.model import ModelUnavailable, get_store_model, list_store_models, load_model, tag_in_store
 from churn.registry import CANDIDATE_MODES, Registry, RegistryError, current_stack
 from churn.settings import Settings, settings_or_exit
+from training.gate import sequential_design
 
 
 def _fail(message: str, code: int = 2) -> int:
@@ -115,7 +116,9 @@ def cmd_stage(settings: Settings, registry: Registry, args) -> int:
         load_model(settings, args.tag)
     except ModelUnavailable as exc:
         return _fail(f"{args.tag} cannot be staged: {exc}")
-    event = registry.stage(args.tag, args.mode, args.fraction, args.reason)
+    event = registry.stage(
+        args.tag, args.mode, args.fraction, args.reason, sequential_design(settings.gate_min_class_count)
+    )
     share = f", {event['details']['fraction']:g} of customers" if args.mode == "canary" else ""
     print(f"candidate: {args.tag} ({args.mode}{share}); current: {event['previous']}")
     return 0

@@ -47,7 +47,7 @@ from churn.schema import (
     records_to_frame,
 )
 from churn.settings import Settings, settings_or_exit
-from training.gate import compare_paired
+from training.gate import compare_paired, sequential_design
 from training.train import DEFAULT_DATA, fit, save_and_register, sha256_of
 
 EVAL_FRACTION = 0.3
@@ -109,9 +109,12 @@ def retrain(settings: Settings, args: argparse.Namespace, log) -> dict[str, Any]
     base = read_csv(str(args.data), require_label=True)
     train_part, window = split_examples(examples, args.seed)
     y_window = np.array([int(e["churn"]) for e in window])
-    if len(np.unique(y_window)) < 2:
+    churners, minimum = int(y_window.sum()), settings.gate_min_class_count
+    if min(churners, len(window) - churners) < minimum:
         reason = (
-            f"the evaluation window's {len(window)} outcomes are all the same: no comparison possible yet"
+            f"the evaluation window's {len(window)} outcomes hold {churners} churner(s) and "
+            f"{len(window) - churners} non-churner(s); the gate needs {minimum} of each "
+            "(GATE_MIN_CLASS_COUNT): no comparison possible yet"
         )
         log.info(reason)
         return {"tag": None, "promoted": False, "skipped": True, "reason": reason, "evaluation": None}
@@ -148,6 +151,7 @@ def retrain(settings: Settings, args: argparse.Namespace, log) -> dict[str, Any]
         result.pipeline.predict_proba(X_window[list(FEATURE_NAMES)])[:, 1],
         (champion_tag, "challenger"),
         (champion.threshold, result.threshold),
+        min_class_count=minimum,
     )
     log.info("gate on the evaluation window: %s", gate.reason)
     evaluation = gate.as_dict() | {
@@ -169,7 +173,13 @@ def retrain(settings: Settings, args: argparse.Namespace, log) -> dict[str, Any]
     evaluation["challenger"]["tag"] = summary["tag"]
     staged = None
     if args.stage and gate.decision != "reject":
-        registry.stage(summary["tag"], args.stage, args.fraction, f"training.retrain --stage: {gate.reason}")
+        registry.stage(
+            summary["tag"],
+            args.stage,
+            args.fraction,
+            f"training.retrain --stage: {gate.reason}",
+            sequential_design(minimum),
+        )
         staged = {"mode": args.stage, "fraction": registry.candidate()["fraction"]}  # type: ignore[index]
     return {
         "tag": summary["tag"],

@@ -56,16 +56,17 @@ def test_the_evaluation_window_is_the_newest_outcomes_and_never_trained_on():
 
 @pytest.fixture(scope="module")
 def labelled_home(tmp_path_factory):
-    """A current model, 60 customers scored by a real server and their outcomes back."""
+    """A current model, 800 customers scored by a real server and their outcomes back (the window,
+    30 %, then holds more than the gate's 50 churners)."""
     home = tmp_path_factory.mktemp("retrain")
     first = train(home)["tag"]
     server = Server("http", home, home).start()
     try:
-        records = records_from_csv(str(DATA), limit=60)
+        records = records_from_csv(str(DATA), limit=800)
         assert http("POST", server.url + "/predict", {"instances": records})[0] == 200
     finally:
         server.stop()
-    raw = pd.read_csv(DATA, dtype=str, keep_default_na=False).head(60)
+    raw = pd.read_csv(DATA, dtype=str, keep_default_na=False).head(800)
     raw[["customerID", "Churn"]].to_csv(home / "outcomes.csv", index=False)
     assert (
         run_cli("monitoring.feedback", "--labels", str(home / "outcomes.csv"), env=state_env(home)).returncode
@@ -76,12 +77,24 @@ def labelled_home(tmp_path_factory):
 
 def test_too_few_outcomes_is_a_skipped_run(labelled_home):
     home, first = labelled_home
-    proc = run_cli("training.retrain", env=state_env(home))
+    proc = run_cli("training.retrain", "--min-labels", "1000", env=state_env(home))
     assert proc.returncode == 0, proc.stderr
     summary = last_json_line(proc.stdout)
     assert summary["skipped"] is True and summary["tag"] is None and summary["promoted"] is False
-    assert "only 60 labelled example(s)" in summary["reason"]
+    assert "only 800 labelled example(s)" in summary["reason"]
     assert Registry(home / "registry.json", "churn_model").current() == first
+
+
+def test_a_window_with_too_few_of_a_class_is_a_skipped_run(labelled_home):
+    """Issue 20.1: the gate compares nothing below GATE_MIN_CLASS_COUNT churners (a setting)."""
+    home, first = labelled_home
+    before = (home / "registry.json").read_text()
+    proc = run_cli("training.retrain", env=state_env(home, GATE_MIN_CLASS_COUNT="100"))
+    assert proc.returncode == 0, proc.stderr
+    summary = last_json_line(proc.stdout)
+    assert summary["skipped"] is True and summary["tag"] is None
+    assert "the gate needs 100 of each (GATE_MIN_CLASS_COUNT)" in summary["reason"]
+    assert (home / "registry.json").read_text() == before
 
 
 def test_a_run_records_both_models_on_the_window_and_the_decision(labelled_home):
@@ -90,7 +103,7 @@ def test_a_run_records_both_models_on_the_window_and_the_decision(labelled_home)
     assert proc.returncode == 0, proc.stderr
     summary = last_json_line(proc.stdout)
     ev = summary["evaluation"]
-    assert summary["promoted"] is False and summary["tag"] and ev["n"] == 18  # 30 % of 60
+    assert summary["promoted"] is False and summary["tag"] and ev["n"] == 240  # 30 % of 800
     assert ev["champion"]["tag"] == first and ev["challenger"]["tag"] == summary["tag"]
     assert ev["paired"] is True and ev["decision"] in ("promote", "reject", "undecided")
     assert {"roc_auc", "log_loss", "f1"} <= set(ev["champion"]) and "DeLong" in ev["rule"]

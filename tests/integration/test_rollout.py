@@ -112,6 +112,11 @@ def test_stage_and_unstage_are_in_the_registry_and_checked(clean, tmp_path):
     assert f"~ {v2}" in listing and "candidate: canary, 0.1 of customers" in listing
     show = json.loads(cli(world, "show", v2).stdout)
     assert show["candidate"]["mode"] == "canary" and show["candidate"]["fraction"] == 0.1
+    # the sequential test that will decide it is recorded with it (issue 20.2)
+    assert (
+        show["candidate"]["design"]["alpha"] == 0.05
+        and "mixture SPRT" in show["candidate"]["design"]["method"]
+    )
     assert show["history"][-1]["action"] == "stage"
     assert cli(world, "unstage", "--reason", "test").returncode == 0
     events = [e["action"] for e in registry(world).read()["history"]]
