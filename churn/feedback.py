@@ -1,13 +1,20 @@
-"""The outcomes store, `$MLOPS_HOME/feedback/`: what really happened to the customers the service
-scored, each joined with the prediction it answers.
+"""The outcome record and its store, `$MLOPS_HOME/feedback/`: what really happened to the customers
+the service scored, each joined with the prediction it answers. This module is the record's one
+owner: it defines it, writes it and reads it; the join itself is monitoring.feedback.
+
+An outcome's **identity** is the customer and the prediction it answers (that prediction's time
+and request id), or the customer alone while it answers none yet. So the same outcome sent twice
+(with and without `observed_at`) is one outcome, a different label for it is a **correction**
+(the newer ingestion wins; the older version stays in its file: the history), and readers count
+each identity once (`iter_examples`).
 
 One file per ingestion (`<UTC time>-<sha256 of the input, 12 hex>.jsonl`), written under a
 temporary name and renamed into place, never changed afterwards: a reader sees whole files only.
-An outcome is identified by (customerID, label, observed_at as given): ingesting it again adds
-nothing. Each line is a LabelledExample: the outcome, plus the most recent logged prediction for
-that customer made before `observed_at` (its features, version and probability), or null when
-the service never scored the customer (kept and counted, not lost). The join is made at
-ingestion, so an example survives the retention of the prediction log.
+Each line is a LabelledExample. An outcome that answers no prediction yet (`"prediction": null`:
+the customer was never scored, or the prediction had not reached the log) is retried by later
+ingestions while its prediction horizon lasts; when it joins, the joined version names the
+unjoined one in `supersedes`. The join is made at ingestion, so an example survives the retention
+of the prediction log.
 """
 
 from __future__ import annotations
@@ -19,43 +26,39 @@ import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, TypedDict
+from typing import NotRequired, TypedDict
 
+from churn.jsonio import json_bytes, json_loads
+from churn.predictionlog import PredictionLine
 from churn.settings import Settings
 
 LOCK_NAME = ".ingest.lock"
 
 
-class LoggedPrediction(TypedDict, total=False):
-    """A prediction-log line (see churn.serving.PredictionLog)."""
-
-    time: str
-    request_id: str
-    model: str
-    record: dict[str, Any]
-    churn_probability: float
-    churn: bool
-    shadow: dict[str, Any]  # {"model", "churn_probability", "churn"} while a shadow candidate runs
-
-
 class LabelledExample(TypedDict):
+    """One stored outcome (one line of a feedback file)."""
+
+    key: str  # the identity: outcome_key(customerID, prediction)
     customerID: str
     churn: bool  # the outcome: did the customer leave?
     observed_at: str  # when it was observed (the ingestion time if the file gave none)
     observed_at_given: bool
     ingested_at: str
     source: str  # the input file's name and sha256
-    prediction: LoggedPrediction | None
+    prediction: PredictionLine | None
+    supersedes: NotRequired[str]  # the key of the unjoined version this joined one replaces
 
 
-def outcome_key(customer_id: str, churn: bool, observed_at: str | None) -> str:
-    """What identifies an outcome across ingestions (the time only if the file gave one)."""
-    return json.dumps([customer_id, churn, observed_at or ""])
+def outcome_key(customer_id: str, prediction: PredictionLine | None) -> str:
+    """The identity of an outcome: the customer and the prediction it answers (or none yet)."""
+    if prediction is None:
+        return json.dumps([customer_id, None])
+    return json.dumps([customer_id, prediction["time"], prediction.get("request_id", "")])
 
 
 def example_key(example: LabelledExample) -> str:
-    given = example["observed_at"] if example["observed_at_given"] else None
-    return outcome_key(example["customerID"], example["churn"], given)
+    """The stored key (computed for lines written before keys were stored)."""
+    return example.get("key") or outcome_key(example["customerID"], example["prediction"])
 
 
 def feedback_files(settings: Settings) -> list[Path]:
@@ -63,17 +66,41 @@ def feedback_files(settings: Settings) -> list[Path]:
     return sorted(folder.glob("*.jsonl")) if folder.is_dir() else []
 
 
+def _lines(paths: list[Path]) -> Iterator[tuple[int, int, bytes]]:
+    """(file index, line number, line) of every stored line, oldest ingestion first. A file that
+    retention deletes between the listing and the read is skipped."""
+    for i, path in enumerate(paths):
+        try:
+            fh = open(path, "rb")  # noqa: SIM115 - closed below
+        except FileNotFoundError:
+            continue
+        with fh:
+            for n, raw in enumerate(fh):
+                if raw.strip():
+                    yield i, n, raw
+
+
+def iter_history(settings: Settings) -> Iterator[LabelledExample]:
+    """Every stored version of every outcome, oldest first (corrections and late joins included)."""
+    for _, _, raw in _lines(feedback_files(settings)):
+        yield json_loads(raw, constants=True)
+
+
 def iter_examples(settings: Settings) -> Iterator[LabelledExample]:
-    """Every stored example, oldest ingestion first."""
-    for path in feedback_files(settings):
-        with open(path, encoding="utf-8") as fh:
-            for line in fh:
-                if line.strip():
-                    yield json.loads(line)
-
-
-def read_examples(settings: Settings) -> list[LabelledExample]:
-    return list(iter_examples(settings))
+    """The current version of each outcome, once per identity, oldest ingestion first. Streamed:
+    a first pass keeps only where each identity's newest version is, the second yields those."""
+    paths = feedback_files(settings)
+    newest: dict[str, tuple[int, int]] = {}
+    superseded: set[str] = set()
+    for i, n, raw in _lines(paths):
+        example = json_loads(raw, constants=True)
+        newest[example_key(example)] = (i, n)
+        if example.get("supersedes"):
+            superseded.add(example["supersedes"])
+    wanted = {pos for key, pos in newest.items() if key not in superseded}
+    for i, n, raw in _lines(paths):
+        if (i, n) in wanted:
+            yield json_loads(raw, constants=True)
 
 
 @contextlib.contextmanager
@@ -89,13 +116,13 @@ def ingest_lock(settings: Settings) -> Iterator[None]:
 
 
 def write_examples(settings: Settings, name: str, examples: list[LabelledExample]) -> Path:
-    """Store one ingestion's new examples atomically; returns the file."""
+    """Store one ingestion's new versions atomically; returns the file."""
     folder = settings.feedback_dir
     fd, tmp = tempfile.mkstemp(prefix=".", suffix=".tmp", dir=folder)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        with os.fdopen(fd, "wb") as fh:
             for example in examples:
-                fh.write(json.dumps(example, separators=(",", ":")) + "\n")
+                fh.write(json_bytes(example) + b"\n")
             fh.flush()
             os.fsync(fh.fileno())
         os.chmod(tmp, 0o644)

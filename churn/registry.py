@@ -10,7 +10,6 @@ old or the new registry, never a mix.
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
 import fcntl
 import json
 import os
@@ -18,6 +17,8 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Literal, NotRequired, TypedDict
+
+from churn.utctime import utc_now
 
 FORMAT_VERSION = 1
 CANDIDATE_MODES = ("shadow", "canary")
@@ -81,10 +82,6 @@ class RegistryData(TypedDict):
 
 class RegistryError(RuntimeError):
     """The registry cannot do what was asked (unknown tag, nothing to roll back to, bad file)."""
-
-
-def utc_now() -> str:
-    return dt.datetime.now(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def _empty(model_name: str) -> RegistryData:

@@ -26,9 +26,9 @@ from typing import Any, Literal
 
 import numpy as np
 
-from churn.jsonio import json_bytes
 from churn.metrics import ServingMetrics
 from churn.model import LoadedModel, ModelUnavailable, load_model, warm_imports
+from churn.predictionlog import encode_lines
 from churn.registry import Candidate, RegistryError, read_registry
 from churn.retention import prune_prediction_logs
 from churn.schema import CATEGORICAL_FEATURES, EXAMPLE_RECORD, FEATURES, ID_COLUMN, MAX_INSTANCES
@@ -511,27 +511,17 @@ class PredictionLog:
         shadow: LoadedModel | None,
     ) -> None:
         when = dt.datetime.fromtimestamp(ts, dt.UTC)
-        stamp = when.isoformat(timespec="milliseconds").replace("+00:00", "Z")
-        models = result.record_models()
-        shadow_cols = scored(shadow, records) if shadow is not None else None
-        lines = []
-        for i, rec in enumerate(records):
-            entry = {
-                "time": stamp,
-                "request_id": request_id,
-                "model": models[i],
-                "record": {ID_COLUMN: ids[i], **rec},
-                "churn_probability": float(result.probabilities[i]),
-                "churn": bool(result.churn[i]),
-            }
-            if shadow_cols is not None:
-                entry["shadow"] = {
-                    "model": shadow.tag,  # type: ignore[union-attr]
-                    "churn_probability": float(shadow_cols[0][i]),
-                    "churn": bool(shadow_cols[1][i]),
-                }
-            lines.append(json_bytes(entry))
-        payload = b"\n".join(lines) + b"\n"
+        shadow_cols = (shadow.tag, *scored(shadow, records)) if shadow is not None else None
+        payload = encode_lines(
+            ts,
+            request_id,
+            result.record_models(),
+            records,
+            ids,
+            result.probabilities,
+            result.churn,
+            shadow_cols,
+        )
         fh = self._open(when.strftime("%Y%m%d"), len(payload))
         fh.write(payload)
         fh.flush()

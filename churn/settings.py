@@ -39,6 +39,7 @@ ENV_VARS: dict[str, str] = {
     "RETENTION_DAYS": "retention_days",
     "FEEDBACK_RETENTION_DAYS": "feedback_retention_days",
     "GATE_MIN_CLASS_COUNT": "gate_min_class_count",
+    "PREDICTION_HORIZON_DAYS": "prediction_horizon_days",
     "MONITORING_WEBHOOK_URL": "monitoring_webhook_url",
     "MONITORING_API_TOKEN": "monitoring_api_token",
 }
@@ -80,6 +81,9 @@ class Settings(BaseModel):
     retention_days: float = Field(30, gt=0)
     # ... and outcomes, which are small and what retraining learns from.
     feedback_retention_days: float = Field(365, gt=0)
+    # An outcome answers the latest prediction of its customer made within this many days before
+    # it (never one made after it): a churn long after the last score says nothing about it.
+    prediction_horizon_days: float = Field(90, gt=0)
     # Churners (and non-churners) each side of a comparison needs before the gate compares models.
     gate_min_class_count: int = Field(DEFAULT_GATE_MIN_CLASS_COUNT, ge=2)
     # The model runs inside each API worker (BentoML "embedded runner") rather than in separate

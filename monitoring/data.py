@@ -19,8 +19,7 @@ import numpy as np
 import pandas as pd
 
 from churn.cli import share
-from churn.feedback import LoggedPrediction
-from churn.jsonio import json_loads
+from churn.predictionlog import PredictionLine, decode_line, line_time
 from churn.schema import FEATURE_NAMES, FEATURES, ID_COLUMN, LABEL_COLUMN, read_raw_csv
 
 MAX_BAD_FRACTION = 0.01  # tolerated share of unreadable prediction-log lines, by default
@@ -150,7 +149,7 @@ class LogScan:
 
 def iter_prediction_log(
     paths: list[Path], since: dt.datetime | None = None, scan: LogScan | None = None
-) -> Iterator[LoggedPrediction]:
+) -> Iterator[PredictionLine]:
     """The prediction-log lines of `paths` (newer than `since`), one parsed entry at a time, in file
     order. Unreadable lines are skipped and counted in `scan`."""
     scan = scan if scan is not None else LogScan()
@@ -163,11 +162,9 @@ def iter_prediction_log(
                         continue  # blank, or the last line of a file the service is appending to
                     scan.total += 1
                     try:
-                        entry = json_loads(line, constants=True)  # NaN: logs of older versions
-                        if not isinstance(entry["record"], dict):
-                            raise TypeError("record is not an object")
-                        when = parse_log_time(str(entry["time"]))
-                    except (ValueError, KeyError, TypeError):
+                        entry = decode_line(line)
+                        when = line_time(entry)
+                    except ValueError:
                         scan.bad += 1
                         continue
                     if cutoff is None or when >= cutoff:
@@ -206,14 +203,6 @@ def read_prediction_log(
     return LoadedData(
         frame=normalise(raw, source), source=source, bad_lines=bad, total_lines=total, notes=notes
     )
-
-
-def parse_log_time(stamp: str) -> dt.datetime:
-    """A prediction-log time ("2026-11-27T03:26:41.263Z") as an aware datetime; ValueError if not."""
-    when = dt.datetime.fromisoformat(stamp.replace("Z", "+00:00"))
-    if when.tzinfo is None:
-        raise ValueError(f"time without a zone: {stamp!r}")
-    return when
 
 
 def load_current(path: Path | None, default_folder: Path, since, max_records, max_bad_fraction) -> LoadedData:

@@ -4,13 +4,18 @@
 
 The CSV is what a CRM exports: `customerID`, `Churn` (Yes/No) and, optionally, `observed_at`
 (ISO 8601; UTC when it has no zone; the ingestion time when the column is absent or the cell is
-empty). Other columns are ignored. Each outcome is joined with the most recent logged prediction
-for its customer made before `observed_at` (see churn.feedback) and stored under
-$MLOPS_HOME/feedback/, atomically; ingesting the same outcomes again adds nothing.
+empty). Other columns are ignored. Each outcome is joined with the latest logged prediction for
+its customer made before `observed_at` and within PREDICTION_HORIZON_DAYS of it, and stored under
+$MLOPS_HOME/feedback/ (churn.feedback: identity, corrections, history), atomically. Outcomes that
+answered no prediction yet are retried at every ingestion while their horizon lasts: a prediction
+that reached the log after its outcome still joins. The log is streamed once per ingestion, and
+memory is bounded by the number of outcomes, not by the log.
 
-The last line of stdout is JSON: {"accepted": n, "matched": n, "unmatched": n, "duplicates": n}
-(accepted = new outcomes stored, of which matched/unmatched to a prediction; duplicates = outcomes
-already stored, or repeated in the file).
+The last line of stdout is JSON: {"accepted": n, "matched": n, "unmatched": n, "duplicates": n,
+"corrected": n, "joined_late": n, "pending": n}: accepted = new outcomes stored (of which
+matched/unmatched to a prediction); duplicates = outcomes already stored, or repeated in the file;
+corrected = a new label for a stored outcome; joined_late = earlier outcomes that now found their
+prediction; pending = outcomes still waiting for one.
 Exit codes: 0 done; 2 bad input (missing column, a label other than Yes/No, a bad time, a customer
 labelled both ways in the file, an empty customerID), with nothing written.
 """
@@ -22,11 +27,11 @@ import datetime as dt
 import hashlib
 import json
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 from churn.feedback import (
     LabelledExample,
-    LoggedPrediction,
     example_key,
     ingest_lock,
     iter_examples,
@@ -34,9 +39,10 @@ from churn.feedback import (
     write_examples,
 )
 from churn.logs import setup_logging
-from churn.registry import utc_now
+from churn.predictionlog import PredictionLine, customer_of, line_time
 from churn.schema import ID_COLUMN, LABEL_COLUMN, LABEL_VALUES, read_raw_csv
 from churn.settings import Settings, settings_or_exit
+from churn.utctime import format_time, parse_time
 from monitoring.data import (
     MAX_BAD_FRACTION,
     InputError,
@@ -49,14 +55,19 @@ from monitoring.data import (
 TIME_COLUMN = "observed_at"
 
 
-def log_time(when: dt.datetime) -> str:
-    """The prediction log's time format, so that times compare as strings."""
-    return when.astimezone(dt.UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+@dataclass(frozen=True)
+class Outcome:
+    """One validated row of an outcomes file."""
+
+    customer: str
+    churn: bool
+    observed: dt.datetime
+    given: bool  # observed_at came from the file (else: the ingestion time)
 
 
-def read_outcomes(path: Path, now: str) -> tuple[list[tuple[str, bool, str, bool]], int]:
-    """Validated (customerID, churn, observed_at, observed_at_given) rows, each outcome once, and
-    how many rows repeated an earlier one. Any problem is an InputError naming the row."""
+def read_outcomes(path: Path, now: dt.datetime) -> tuple[list[Outcome], int]:
+    """Validated rows, each (customer, label, time as given) once, and how many rows repeated an
+    earlier one. Any problem is an InputError naming the row."""
     raw = read_raw_csv(str(path), InputError)
     raw.columns = [str(c).strip() for c in raw.columns]
     missing = [c for c in (ID_COLUMN, LABEL_COLUMN) if c not in raw.columns]
@@ -64,7 +75,7 @@ def read_outcomes(path: Path, now: str) -> tuple[list[tuple[str, bool, str, bool
         raise InputError(f"{path}: missing column(s) {missing}")
     if raw.empty:
         raise InputError(f"{path}: no data rows")
-    rows: dict[str, tuple[str, bool, str, bool]] = {}
+    rows: dict[tuple[str, bool, str], Outcome] = {}
     label_of: dict[str, tuple[bool, int]] = {}
     repeated = 0
     for i, rec in enumerate(raw.to_dict(orient="records"), start=1):
@@ -85,74 +96,114 @@ def read_outcomes(path: Path, now: str) -> tuple[list[tuple[str, bool, str, bool
             )
         label_of.setdefault(cid, (churn, i))
         text = str(rec.get(TIME_COLUMN, "")).strip()
+        observed = now
         if text:
             try:
-                when = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+                observed = dt.datetime.fromisoformat(text)
             except ValueError:
                 raise InputError(
                     f"{path}: column {TIME_COLUMN!r}, row {i}: not an ISO 8601 time ({text!r})"
                 ) from None
-            observed = log_time(when if when.tzinfo else when.replace(tzinfo=dt.UTC))
-        else:
-            observed = now
-        key = outcome_key(cid, churn, observed if text else None)
+            observed = parse_time(
+                format_time(observed if observed.tzinfo else observed.replace(tzinfo=dt.UTC))
+            )
+        key = (cid, churn, format_time(observed) if text else "")
         if key in rows:
             repeated += 1
             continue
-        rows[key] = (cid, churn, observed, bool(text))
+        rows[key] = Outcome(cid, churn, observed, bool(text))
     return list(rows.values()), repeated
 
 
-def latest_predictions(
-    settings: Settings, customers: set[str], max_bad_fraction: float
-) -> dict[str, list[LoggedPrediction]]:
-    """Every logged prediction of these customers, oldest first."""
-    found: dict[str, list[LoggedPrediction]] = {}
+def join_predictions(
+    settings: Settings, wanted: list[tuple[str, dt.datetime]], max_bad_fraction: float
+) -> list[PredictionLine | None]:
+    """For each (customer, observed time), the latest logged prediction of that customer made
+    before it and within the prediction horizon, or None. One pass over the log; memory holds the
+    outcomes and one candidate line each, whatever the log's size."""
+    horizon = dt.timedelta(days=settings.prediction_horizon_days)
+    by_customer: dict[str, list[int]] = {}
+    for i, (cid, _) in enumerate(wanted):
+        by_customer.setdefault(cid, []).append(i)
+    best: list[PredictionLine | None] = [None] * len(wanted)
+    best_time: list[dt.datetime | None] = [None] * len(wanted)
     scan = LogScan()
-    paths = prediction_log_files(settings.predictions_dir, None) if settings.predictions_dir.is_dir() else []
-    for entry in iter_prediction_log(paths, None, scan):
-        cid = entry["record"].get(ID_COLUMN)
-        if cid is not None and str(cid) in customers:
-            found.setdefault(str(cid), []).append(entry)
-    scan.check(str(settings.predictions_dir), max_bad_fraction)
-    for entries in found.values():
-        entries.sort(key=lambda e: e["time"])
-    return found
+    folder = settings.predictions_dir
+    paths = prediction_log_files(folder, None) if folder.is_dir() and by_customer else []
+    for line in iter_prediction_log(paths, None, scan):
+        mine = by_customer.get(customer_of(line))  # type: ignore[arg-type]
+        if not mine:
+            continue
+        when = line_time(line)
+        for i in mine:
+            observed = wanted[i][1]
+            if observed - horizon <= when < observed and (best_time[i] is None or when >= best_time[i]):
+                best[i], best_time[i] = line, when
+    scan.check(str(folder), max_bad_fraction)
+    return best
 
 
 def ingest(settings: Settings, path: Path, max_bad_fraction: float = MAX_BAD_FRACTION) -> dict[str, int]:
     digest = hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else ""
-    now = utc_now()
-    outcomes, repeated = read_outcomes(path, now)
+    now_dt = dt.datetime.now(dt.UTC)
+    now = format_time(now_dt)
+    outcomes, repeated = read_outcomes(path, now_dt)
+    source = f"{path.name} sha256:{digest[:12]}"
+    counts = dict.fromkeys(("accepted", "matched", "unmatched", "corrected", "joined_late", "pending"), 0)
+    counts["duplicates"] = repeated
     with ingest_lock(settings):
-        stored = {example_key(e) for e in iter_examples(settings)}
-        fresh = [o for o in outcomes if outcome_key(o[0], o[1], o[2] if o[3] else None) not in stored]
-        duplicates = repeated + len(outcomes) - len(fresh)
-        predictions = latest_predictions(settings, {o[0] for o in fresh}, max_bad_fraction)
-        examples: list[LabelledExample] = []
-        for cid, churn, observed, given in fresh:
-            before = [p for p in predictions.get(cid, []) if p["time"] < observed]
-            examples.append(
-                {
-                    "customerID": cid,
-                    "churn": churn,
-                    "observed_at": observed,
-                    "observed_at_given": given,
-                    "ingested_at": now,
-                    "source": f"{path.name} sha256:{digest[:12]}",
-                    "prediction": before[-1] if before else None,
-                }
-            )
-        if examples:
+        stored = {example_key(e): e for e in iter_examples(settings)}
+        horizon = dt.timedelta(days=settings.prediction_horizon_days)
+        waiting = [
+            e
+            for e in stored.values()
+            if e["prediction"] is None and now_dt - parse_time(e["observed_at"]) <= horizon
+        ]
+        joined = join_predictions(
+            settings,
+            [(e["customerID"], parse_time(e["observed_at"])) for e in waiting]
+            + [(o.customer, o.observed) for o in outcomes],
+            max_bad_fraction,
+        )
+        new: dict[str, LabelledExample] = {}
+        for example, prediction in zip(waiting, joined[: len(waiting)], strict=True):
+            if prediction is None:
+                counts["pending"] += 1
+                continue
+            key = outcome_key(example["customerID"], prediction)
+            new[key] = example | {  # type: ignore[assignment]
+                "key": key,
+                "prediction": prediction,
+                "ingested_at": now,
+                "supersedes": example_key(example),
+            }
+            counts["joined_late"] += 1
+        for outcome, prediction in zip(outcomes, joined[len(waiting) :], strict=True):
+            key = outcome_key(outcome.customer, prediction)
+            before = new.get(key) or stored.get(key)
+            if before is not None and before["churn"] == outcome.churn:
+                counts["duplicates"] += 1
+                continue
+            new[key] = {
+                "key": key,
+                "customerID": outcome.customer,
+                "churn": outcome.churn,
+                "observed_at": format_time(outcome.observed),
+                "observed_at_given": outcome.given,
+                "ingested_at": now,
+                "source": source,
+                "prediction": prediction,
+            }
+            if before is not None:
+                counts["corrected"] += 1
+                continue
+            counts["accepted"] += 1
+            counts["matched" if prediction is not None else "unmatched"] += 1
+            counts["pending"] += prediction is None
+        if new:
             stamp = now.replace("-", "").replace(":", "").replace(".", "")
-            write_examples(settings, f"{stamp}-{digest[:12]}.jsonl", examples)
-    matched = sum(e["prediction"] is not None for e in examples)
-    return {
-        "accepted": len(examples),
-        "matched": matched,
-        "unmatched": len(examples) - matched,
-        "duplicates": duplicates,
-    }
+            write_examples(settings, f"{stamp}-{digest[:12]}.jsonl", list(new.values()))
+    return counts
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -174,12 +225,16 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     log.info(
-        "outcomes from %s: %d new (%d joined with a prediction, %d never scored), %d already stored",
+        "outcomes from %s: %d new (%d joined with a prediction, %d not yet), %d corrected, %d joined "
+        "late, %d already stored; %d waiting for a prediction",
         args.labels,
         counts["accepted"],
         counts["matched"],
         counts["unmatched"],
+        counts["corrected"],
+        counts["joined_late"],
         counts["duplicates"],
+        counts["pending"],
     )
     print(json.dumps(counts))
     return 0

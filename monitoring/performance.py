@@ -42,13 +42,13 @@ from churn.logs import setup_logging
 from churn.model import load_calibration
 from churn.registry import RegistryData, RegistryError, read_registry
 from churn.settings import PERFORMANCE_REPORT_JSON, Settings, settings_or_exit
+from churn.utctime import parse_time
 from monitoring.alert import alert_if_configured
 from monitoring.data import (
     InputError,
     LogScan,
     add_max_bad_fraction,
     iter_prediction_log,
-    parse_log_time,
     parse_since,
     prediction_log_files,
 )
@@ -96,7 +96,7 @@ def collect(settings: Settings, since: dt.datetime | None, max_bad_fraction: flo
     scan = LogScan()
     paths = prediction_log_files(settings.predictions_dir, since) if settings.predictions_dir.is_dir() else []
     for entry in iter_prediction_log(paths, since, scan):
-        when = parse_log_time(entry["time"]).timestamp()
+        when = parse_time(entry["time"]).timestamp()
         rows = [(entry["model"], entry["churn_probability"], entry["churn"])]
         shadow = entry.get("shadow")
         if shadow:
@@ -120,7 +120,7 @@ def labelled(
     cutoff = None if since is None else since.astimezone(dt.UTC)
     for example in iter_examples(settings):
         p = example["prediction"]
-        if p is None or (cutoff is not None and parse_log_time(p["time"]) < cutoff):
+        if p is None or (cutoff is not None and parse_time(p["time"]) < cutoff):
             continue
         pairs = [(p["model"], p["churn_probability"], p["churn"])]
         if p.get("shadow"):

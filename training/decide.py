@@ -30,10 +30,11 @@ from typing import Any
 import numpy as np
 
 from churn.cli import positive_int
-from churn.feedback import read_examples
+from churn.feedback import iter_examples
 from churn.logs import setup_logging
 from churn.registry import Registry, RegistryError
 from churn.settings import Settings, settings_or_exit
+from churn.utctime import parse_time
 from training.gate import TooFewOutcomes, compare_paired, compare_unpaired, sequential_design
 
 
@@ -55,8 +56,10 @@ def decide(settings: Settings, min_labels: int, log) -> dict[str, Any]:
         design = sequential_design(settings.gate_min_class_count)
         log.info("candidate %s was staged without a recorded design: using %s", tag, design)
     thresholds = tuple(float(data["versions"][t]["threshold"]) for t in (current, tag))
-    since = candidate["staged_at"]
-    examples = [e for e in read_examples(settings) if e["prediction"] and e["prediction"]["time"] >= since]
+    since = parse_time(candidate["staged_at"])
+    examples = [
+        e for e in iter_examples(settings) if e["prediction"] and parse_time(e["prediction"]["time"]) >= since
+    ]
     if mode == "shadow":
         rows = [
             e

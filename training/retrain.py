@@ -35,7 +35,7 @@ import numpy as np
 import pandas as pd
 
 from churn.cli import fraction, positive_int
-from churn.feedback import LabelledExample, read_examples
+from churn.feedback import LabelledExample, iter_examples
 from churn.logs import setup_logging
 from churn.model import ModelUnavailable, load_model
 from churn.registry import CANDIDATE_MODES, Registry, RegistryError
@@ -47,6 +47,7 @@ from churn.schema import (
     records_to_frame,
 )
 from churn.settings import Settings, settings_or_exit
+from churn.utctime import parse_time
 from training.gate import compare_paired, sequential_design
 from training.train import DEFAULT_DATA, fit, save_and_register, sha256_of
 
@@ -59,7 +60,7 @@ def split_examples(
     """(training part, evaluation window): the window is the newest EVAL_FRACTION by observed_at,
     ties in an order drawn from `seed`; the training part holds none of the window's customers."""
     rng = random.Random(seed)
-    keyed = [(e["observed_at"], rng.random(), e) for e in examples]
+    keyed = [(parse_time(e["observed_at"]), rng.random(), e) for e in examples]
     keyed.sort(key=lambda k: (k[0], k[1]))
     size = max(1, round(len(keyed) * EVAL_FRACTION))
     window = [e for *_, e in keyed[-size:]]
@@ -98,7 +99,7 @@ def retrain(settings: Settings, args: argparse.Namespace, log) -> dict[str, Any]
         raise RegistryError(
             "no current model to compare with: train the first one (python -m training.train)"
         )
-    examples = [e for e in read_examples(settings) if e["prediction"] is not None]
+    examples = [e for e in iter_examples(settings) if e["prediction"] is not None]
     if len(examples) < args.min_labels:
         reason = (
             f"only {len(examples)} labelled example(s) (outcomes joined with a prediction); "

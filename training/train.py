@@ -25,7 +25,7 @@ import pandas as pd
 
 from churn.evaluation import classification_metrics
 from churn.logs import setup_logging
-from churn.registry import Registry, RegistryError, utc_now
+from churn.registry import Registry, RegistryError
 from churn.schema import (
     CATEGORICAL_FEATURES,
     NUMERIC_FEATURES,
@@ -35,6 +35,7 @@ from churn.schema import (
     schema_dict,
 )
 from churn.settings import Settings, settings_or_exit
+from churn.utctime import utc_now
 from training.evaluate import choose_threshold
 
 DEFAULT_DATA = Path(__file__).resolve().parent.parent / "data" / "telco_churn.csv"

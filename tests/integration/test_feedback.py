@@ -73,7 +73,10 @@ def test_outcomes_join_the_latest_prediction_before_they_were_observed(tmp_path)
     )
     proc, counts = ingest(home, path)
     assert proc.returncode == 0, proc.stderr
-    assert counts == {"accepted": 3, "matched": 1, "unmatched": 2, "duplicates": 0}
+    assert counts == {
+        "accepted": 3, "matched": 1, "unmatched": 2, "duplicates": 0, "corrected": 0, "joined_late": 0,
+        "pending": 2,
+    }  # fmt: skip
     examples = {e["customerID"]: e for e in stored(home)}
     assert examples["A"]["prediction"]["model"] == "m:2"
     assert examples["A"]["prediction"]["churn_probability"] == 0.70
@@ -90,13 +93,13 @@ def test_the_same_outcomes_twice_add_nothing(tmp_path):
     rows = [("A", "Yes", ""), ("B", "No", ""), ("B", "No", "")]  # no time: the ingestion time
     path = outcomes_csv(tmp_path, rows)
     first = ingest(home, path)[1]
-    assert first == {"accepted": 2, "matched": 1, "unmatched": 1, "duplicates": 1}
+    assert (first["accepted"], first["matched"], first["unmatched"], first["duplicates"]) == (2, 1, 1, 1)
     again = ingest(home, path)[1]
-    assert again == {"accepted": 0, "matched": 0, "unmatched": 0, "duplicates": 3}
+    assert (again["accepted"], again["corrected"], again["duplicates"], again["pending"]) == (0, 0, 3, 1)
     assert len(stored(home)) == 2 and len(list((home / "feedback").glob("*.jsonl"))) == 1
-    # a later outcome of the same customer, observed at another time, is a new one
+    # another label for the prediction A's outcome answers is a correction, not a second outcome
     later = ingest(home, outcomes_csv(tmp_path, [("A", "No", "2026-12-01T00:00:00Z")], "later.csv"))[1]
-    assert later["accepted"] == 1 and len(stored(home)) == 3
+    assert later["corrected"] == 1 and len(stored(home)) == 3 and current(home)["A"]["churn"] is False
 
 
 @pytest.mark.parametrize(
@@ -131,3 +134,68 @@ def test_unreadable_files_exit_2(tmp_path):
     for path, message in ((tmp_path / "nope.csv", "no such file"), (tmp_path / "empty.csv", "empty file")):
         proc, _ = ingest(home, str(path))
         assert proc.returncode == 2 and message in proc.stderr
+
+
+def current(home) -> dict[str, dict]:
+    """The outcomes as the gate and the reports read them (one per identity), by customer."""
+    from churn.feedback import iter_examples
+
+    out: dict[str, dict] = {}
+    for e in iter_examples(settings_from_env(state_env(home))):
+        assert e["customerID"] not in out, f"{e['customerID']} counted twice"
+        out[e["customerID"]] = e
+    return out
+
+
+def test_the_same_outcome_with_and_without_observed_at_is_stored_once(tmp_path):
+    """Issue 20.6: an outcome has an identity (the customer and the prediction it answers), so the
+    CRM's first export (no time) and its later one (with the time) count once in the gate."""
+    home = tmp_path / "home"
+    log_predictions(home, [("A", T0, "m:1", 0.7)])
+    first = ingest(home, outcomes_csv(tmp_path, [("A", "Yes", "")], "first.csv"))[1]
+    again = ingest(home, outcomes_csv(tmp_path, [("A", "Yes", "2026-11-01T13:00:00Z")], "again.csv"))[1]
+    assert first["accepted"] == 1 and again["accepted"] == 0 and again["duplicates"] == 1
+    assert current(home)["A"]["prediction"]["churn_probability"] == 0.7
+
+
+def test_a_corrected_label_replaces_the_earlier_one_and_the_history_is_kept(tmp_path):
+    home = tmp_path / "home"
+    log_predictions(home, [("A", T0, "m:1", 0.7), ("B", T0, "m:1", 0.2)])
+    ingest(home, outcomes_csv(tmp_path, [("A", "Yes", "2026-11-02T00:00:00Z"), ("B", "No", "")], "1.csv"))
+    fixed = ingest(home, outcomes_csv(tmp_path, [("A", "No", "2026-11-02T00:00:00Z")], "2.csv"))[1]
+    now = current(home)
+    assert now["A"]["churn"] is False and now["B"]["churn"] is False and len(now) == 2
+    assert fixed["corrected"] == 1 and fixed["accepted"] == 0
+    history = [e["churn"] for e in stored(home) if e["customerID"] == "A"]
+    assert history == [True, False]  # both versions stay in the store, in order
+
+
+def test_an_outcome_that_arrives_before_its_prediction_waits_and_joins_later(tmp_path):
+    home = tmp_path / "home"
+    log_predictions(home, [("B", T0, "m:1", 0.3)])
+    early = ingest(home, outcomes_csv(tmp_path, [("A", "Yes", "2026-11-01T13:00:00Z")], "1.csv"))[1]
+    assert early["unmatched"] == 1
+    log_predictions(home, [("A", T0 + 600, "m:1", 0.8)])  # reaches the log after the outcome came
+    later = ingest(home, outcomes_csv(tmp_path, [("B", "No", "2026-11-01T13:00:00Z")], "2.csv"))[1]
+    now = current(home)
+    assert now["A"]["prediction"] is not None, "the early outcome was never joined"
+    assert now["A"]["prediction"]["churn_probability"] == 0.8 and now["A"]["churn"] is True
+    assert now["B"]["prediction"]["churn_probability"] == 0.3
+    assert later["joined_late"] == 1
+
+
+def test_an_outcome_joins_only_a_prediction_within_the_horizon(tmp_path):
+    """PREDICTION_HORIZON_DAYS (90): a churn 100 days after the last prediction says nothing
+    about that prediction; nor does a prediction made after the churn."""
+    rows = [("A", "Yes", "2026-02-09T12:00:00Z"), ("B", "Yes", "2026-10-31T12:00:00Z")]
+    for horizon, joined in (("90", set()), ("120", {"A"})):
+        home = tmp_path / horizon
+        log_predictions(home, [("A", T0 - 100 * 86400 - 265 * 86400, "m:1", 0.7), ("B", T0, "m:1", 0.6)])
+        proc = run_cli(
+            "monitoring.feedback",
+            "--labels",
+            outcomes_csv(tmp_path, rows, f"{horizon}.csv"),
+            env=state_env(home, PREDICTION_HORIZON_DAYS=horizon),
+        )
+        assert proc.returncode == 0, proc.stderr
+        assert {c for c, e in current(home).items() if e["prediction"]} == joined
