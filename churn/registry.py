@@ -64,7 +64,8 @@ class Candidate(TypedDict):
 
 class HistoryEvent(TypedDict):
     time: str
-    action: Literal["register", "promote", "rollback", "stage", "unstage"]
+    # conflict: a promote or unstage refused because the registry changed since its comparison
+    action: Literal["register", "promote", "rollback", "stage", "unstage", "conflict"]
     tag: str
     previous: str | None  # the current model before the event
     reason: str
@@ -146,7 +147,19 @@ def current_stack(history: list[HistoryEvent]) -> list[str]:
     return stack
 
 
+ANY: Any = object()  # "do not check" for the compare-and-swap arguments below
+
+
+def _staged(candidate: Candidate | None) -> tuple[str, str] | None:
+    return None if candidate is None else (candidate["tag"], candidate["staged_at"])
+
+
 class Registry:
+    """Every change is a compare-and-swap where it matters: `promote`, `register` and `unstage`
+    take what the caller compared against (`if_current`, `if_candidate`); if the registry no
+    longer holds it (a rollback, a manual promote or a new stage since), nothing changes but a
+    `conflict` event that says so."""
+
     def __init__(self, path: Path, model_name: str):
         self.path = Path(path)
         self.model_name = model_name
@@ -199,6 +212,24 @@ class Registry:
                 data["candidate"] = None  # the candidate became current: its stage is over
         return event
 
+    @staticmethod
+    def _conflict(
+        data: RegistryData, action: str, tag: str, if_current: Any, if_candidate: Any
+    ) -> HistoryEvent | None:
+        """A `conflict` event if the registry changed since the caller compared, else None."""
+        found = []
+        if if_current is not ANY and data["current"] != if_current:
+            found.append(f"the current model is {data['current']}, not {if_current} as compared against")
+        now = _staged(data.get("candidate"))
+        if if_candidate is not ANY and now != _staged(if_candidate):
+            what = f"{now[0]} (staged {now[1]})" if now else "none"
+            found.append(f"the candidate is {what}, not the one compared")
+        if not found:
+            return None
+        return Registry._event(
+            data, "conflict", tag, f"{action} refused: " + "; ".join(found), {"refused": action}
+        )
+
     def register(
         self,
         tag: str,
@@ -206,10 +237,11 @@ class Registry:
         promote: str = "auto",
         decision: tuple[bool, str] | None = None,
         details: dict[str, Any] | None = None,
+        if_current: Any = ANY,
     ) -> tuple[bool, str]:
         """Record a new version and apply the promotion policy, or `decision` (promoted, reason)
-        when the caller judged it (retraining's gate). `details` go into the register event.
-        Returns (promoted, reason)."""
+        when the caller judged it (retraining's gate) against `if_current`: promoted only if that
+        is still current. `details` go into the register event. Returns (promoted, reason)."""
         if promote not in ("auto", "always", "never"):
             raise ValueError(f"promote must be auto, always or never, not {promote!r}")
         with self._transaction() as data:
@@ -219,6 +251,9 @@ class Registry:
             self._event(data, "register", tag, "trained", details)
             promoted, reason = decision if decision is not None else self._decide(data, tag, info, promote)
             if promoted:
+                conflict = self._conflict(data, "promote", tag, if_current, ANY)
+                if conflict is not None:
+                    return False, conflict["reason"]
                 self._event(data, "promote", tag, reason)
         return promoted, reason
 
@@ -255,11 +290,19 @@ class Registry:
             raise RegistryError(f"{tag} is not a registered version of {self.model_name}")
 
     def promote(
-        self, tag: str, reason: str = "manual promote", details: dict[str, Any] | None = None
+        self,
+        tag: str,
+        reason: str = "manual promote",
+        details: dict[str, Any] | None = None,
+        if_current: Any = ANY,
+        if_candidate: Any = ANY,
     ) -> HistoryEvent:
+        """Make `tag` current; with `if_current` / `if_candidate`, only if the registry still holds
+        them (else the returned event is a `conflict`)."""
         with self._transaction() as data:
             self._require(data, tag)
-            return self._event(data, "promote", tag, reason, details)
+            conflict = self._conflict(data, "promote", tag, if_current, if_candidate)
+            return conflict or self._event(data, "promote", tag, reason, details)
 
     def rollback(self, reason: str = "manual rollback") -> HistoryEvent:
         with self._transaction() as data:
@@ -303,11 +346,25 @@ class Registry:
                 details["design"] = design
             return self._event(data, "stage", tag, reason, details)
 
-    def unstage(self, reason: str = "manual unstage", details: dict[str, Any] | None = None) -> HistoryEvent:
+    def unstage(
+        self,
+        reason: str = "manual unstage",
+        details: dict[str, Any] | None = None,
+        if_current: Any = ANY,
+        if_candidate: Any = ANY,
+    ) -> HistoryEvent:
+        """No candidate any more; with `if_current` / `if_candidate`, only if the registry still
+        holds them (else the returned event is a `conflict`)."""
         with self._transaction() as data:
             candidate = data.get("candidate")
-            if candidate is None:
+            if candidate is None and if_candidate is ANY:
                 raise RegistryError("no candidate is staged")
+            conflict = self._conflict(
+                data, "unstage", candidate["tag"] if candidate else "-", if_current, if_candidate
+            )
+            if conflict is not None:
+                return conflict
+            assert candidate is not None
             data["candidate"] = None
             return self._event(
                 data, "unstage", candidate["tag"], reason, {"mode": candidate["mode"]} | (details or {})

@@ -15,8 +15,10 @@ recorded with the candidate when it was staged (training.gate.sequential_decisio
 mixture SPRT), whose false-promotion rate holds however many times it looks.
 
 The last line of stdout is JSON: {"candidate": tag or null, "mode", "decision":
-"promote"|"unstage"|"wait"|"none", "reason", "evaluation": {...} or null}. The decision and both
-sides' metrics go into the registry history.
+"promote"|"unstage"|"wait"|"none"|"conflict", "reason", "evaluation": {...} or null}. The decision
+and both sides' metrics go into the registry history. It promotes or unstages only if the
+registry still holds the current model and candidate it compared (a rollback, a manual promote or
+a new stage in the meantime stands): otherwise "conflict", recorded, and nothing changes.
 Exit codes: 0 decided, waited, or nothing staged; 2 bad input (settings, a damaged registry).
 """
 
@@ -105,16 +107,23 @@ def decide(settings: Settings, min_labels: int, log) -> dict[str, Any]:
     except TooFewOutcomes as exc:  # too few of a class on a side: nothing to compare yet
         return out | {"decision": "wait", "reason": str(exc)}
     evaluation = gate.as_dict()
+    reason = gate.reason
+    # A compare-and-swap: only if the registry still holds the pair that was compared.
+    compared = {"if_current": current, "if_candidate": candidate}
     if gate.decision == "promote":
-        registry.promote(tag, f"training.decide: {mode} candidate better: {gate.reason}", evaluation)
+        event = registry.promote(
+            tag, f"training.decide: {mode} candidate better: {reason}", evaluation, **compared
+        )
         decision = "promote"
     elif gate.decision == "reject":
-        registry.unstage(f"training.decide: {mode} candidate worse: {gate.reason}", evaluation)
+        event = registry.unstage(f"training.decide: {mode} candidate worse: {reason}", evaluation, **compared)
         decision = "unstage"
     else:
-        decision = "wait"
-    log.info("candidate %s (%s): %s (%s)", tag, mode, decision, gate.reason)
-    return out | {"decision": decision, "reason": gate.reason, "evaluation": evaluation}
+        event, decision = None, "wait"
+    if event is not None and event["action"] == "conflict":
+        decision, reason = "conflict", f"{event['reason']}; nothing changed (was: {decision}, {reason})"
+    log.info("candidate %s (%s): %s (%s)", tag, mode, decision, reason)
+    return out | {"decision": decision, "reason": reason, "evaluation": evaluation}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -12,7 +12,9 @@ rest of the examples and the base data, exactly as training.train trains; then t
 training.gate decides. `auto` promotes on the gate's "promote"; `always`/`never` register the
 challenger and promote it or not whatever the gate says. `--stage MODE` registers it and, unless
 the gate rejects it, makes it the candidate (shadow or canary) instead of promoting it. Both
-models' metrics on the window and the decision go into the registry history.
+models' metrics on the window and the decision go into the registry history. It promotes only if
+the champion it compared against is still current when it is done (a rollback or a manual promote
+meanwhile stands, recorded as a conflict: "promoted": false).
 
 The last line of stdout is JSON: {"tag": str or null, "promoted": bool, "skipped": bool,
 "reason": str, "evaluation": {"n", "champion": {"tag", "roc_auc", "log_loss", ...},
@@ -168,9 +170,11 @@ def retrain(settings: Settings, args: argparse.Namespace, log) -> dict[str, Any]
             args.promote == "always",
             f"--promote {args.promote}; gate: {gate.decision} ({gate.reason})",
         )
+    # Promoted only if the champion is still current (a rollback meanwhile stands): else a conflict.
     summary = save_and_register(
-        settings, result, args.promote, log, decision=(promoted, reason), details=evaluation
+        settings, result, args.promote, log, (promoted, reason), evaluation, if_current=champion_tag
     )
+    reason = summary["reason"]
     evaluation["challenger"]["tag"] = summary["tag"]
     staged = None
     if args.stage and gate.decision != "reject":

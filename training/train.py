@@ -25,7 +25,7 @@ import pandas as pd
 
 from churn.evaluation import classification_metrics
 from churn.logs import setup_logging
-from churn.registry import Registry, RegistryError
+from churn.registry import ANY, Registry, RegistryError
 from churn.schema import (
     CATEGORICAL_FEATURES,
     NUMERIC_FEATURES,
@@ -175,10 +175,12 @@ def save_and_register(
     log,
     decision: tuple[bool, str] | None = None,
     details: dict[str, Any] | None = None,
+    if_current: Any = ANY,
 ) -> dict[str, Any]:
     """Save to the store, check the saved model reproduces its test predictions, register.
-    `decision` (promoted, reason) overrides the registry's own policy (retraining's gate);
-    `details` go into the registry history with the registration."""
+    `decision` (promoted, reason) overrides the registry's own policy (retraining's gate), made
+    against `if_current`: promoted only if that is still current. `details` go into the registry
+    history with the registration."""
     import bentoml
 
     from churn.model import CALIBRATION_KEY, REFERENCE_KEY, load_model
@@ -214,6 +216,7 @@ def save_and_register(
         promote=promote,
         decision=decision,
         details=details,
+        if_current=if_current,
     )
     log.info("registered %s; %s (%s)", tag, "promoted to current" if promoted else "not promoted", reason)
     return {

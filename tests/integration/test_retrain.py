@@ -4,6 +4,8 @@ data (a gain promoted, shuffled outcomes refused) is test_demo.py."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import pandas as pd
 import pytest
@@ -12,7 +14,7 @@ from churn.client import records_from_csv
 from churn.feedback import LabelledExample
 from churn.registry import Registry
 from churn.schema import read_csv
-from tests.support import DATA, Server, http, last_json_line, run_cli, state_env, train
+from tests.support import DATA, ROOT, Server, http, last_json_line, run_cli, state_env, train
 from training.retrain import EVAL_FRACTION, split_examples, training_data
 
 pytestmark = pytest.mark.slow
@@ -134,3 +136,47 @@ def test_bad_input_exits_2_and_changes_nothing(labelled_home, args, message):
 def test_without_a_current_model_there_is_nothing_to_compare(tmp_path):
     proc = run_cli("training.retrain", env=state_env(tmp_path))
     assert proc.returncode == 2 and "no current model to compare with" in proc.stderr
+
+
+MEANWHILE = """
+import dataclasses, sys
+import training.retrain as retrain
+from churn.registry import Registry
+from churn.settings import load_settings
+
+real = retrain.compare_paired
+
+
+def gate(*args, **kwargs):  # the comparison takes a while; an operator promotes another version
+    result = real(*args, **kwargs)
+    s = load_settings()
+    Registry(s.registry_path, s.model_name).promote(sys.argv[1], "operator")
+    return dataclasses.replace(result, decision="promote")
+
+
+retrain.compare_paired = gate
+sys.exit(retrain.main(["--min-labels", "50"]))
+"""
+
+
+def test_a_promote_during_retraining_stands(labelled_home):
+    """Issue 19.7: retrain decides on the current model it read minutes earlier. It promotes only
+    if that model is still current; otherwise it records the conflict and changes nothing."""
+    home, first = labelled_home
+    reg = Registry(home / "registry.json", "churn_model")
+    other = train(home, "--promote", "never")["tag"]
+    proc = subprocess.run(
+        [sys.executable, "-c", MEANWHILE, other],
+        cwd=ROOT,
+        env=state_env(home),
+        capture_output=True,
+        text=True,
+    )
+    try:
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        summary = last_json_line(proc.stdout)
+        assert reg.current() == other, "retrain promoted over the operator's promote"
+        assert summary["promoted"] is False and "promote refused" in summary["reason"]
+        assert reg.read()["history"][-1]["action"] == "conflict"
+    finally:
+        reg.promote(first, "test reset")
