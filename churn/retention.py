@@ -1,5 +1,8 @@
 """Retention: what keeps the volume from filling.
 
+- Prediction logs are kept at least LABEL_DELAY_DAYS (outcomes join them until then; the settings
+  refuse a shorter RETENTION_DAYS); the size cap deleting younger ones is an error, logged and
+  counted.
 - Prediction logs are capped in total size (PREDICTION_LOG_MAX_TOTAL_BYTES): every writer prunes
   the oldest files when it starts a new one, so a burst of traffic between two retention runs
   cannot fill the volume; the retention job prunes by size and by age (RETENTION_DAYS).
@@ -12,15 +15,30 @@ A file written in the last minute is never deleted: another process may still be
 
 from __future__ import annotations
 
+import logging
 import shutil
 import time
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 
 from churn.settings import Settings
 
 BUSY_SECONDS = 60.0  # a file modified this recently may be open for appending by another process
 DAY = 86400.0
+log = logging.getLogger("churn.retention")
+
+
+@lru_cache(maxsize=1)
+def _premature_counter():
+    """Made on first use, never at import: in a server, after BentoML set its multiprocess folder,
+    so /metrics shows it."""
+    import prometheus_client as prom
+
+    return prom.Counter(
+        "churn_prediction_log_premature_deletions",
+        "Prediction-log files the size cap deleted before LABEL_DELAY_DAYS: their outcomes cannot join",
+    )
 
 
 @dataclass
@@ -29,6 +47,7 @@ class Pruned:
 
     files: dict[str, int] = field(default_factory=dict)
     bytes: dict[str, int] = field(default_factory=dict)
+    premature: int = 0  # prediction-log files deleted by the size cap before the label delay
 
     def add(self, kind: str, size: int) -> None:
         self.files[kind] = self.files.get(kind, 0) + 1
@@ -57,10 +76,16 @@ def _delete(path: Path, size: int, kind: str, pruned: Pruned) -> None:
 
 
 def prune_prediction_logs(
-    folder: Path, max_total_bytes: int, max_age_seconds: float | None = None, now: float | None = None
+    folder: Path,
+    max_total_bytes: int,
+    max_age_seconds: float | None = None,
+    now: float | None = None,
+    label_delay_seconds: float | None = None,
 ) -> Pruned:
     """Delete the oldest prediction-log files until the folder holds at most `max_total_bytes`
-    (and, with `max_age_seconds`, every file older than that)."""
+    (and, with `max_age_seconds`, every file older than that). A file the cap deletes younger
+    than `label_delay_seconds` is counted (`premature`, and the metric) and logged as an error:
+    the volume must not fill, but outcomes still to come for those predictions will not join."""
     now = time.time() if now is None else now
     pruned = Pruned()
     files = _files(folder, "*.jsonl")
@@ -70,8 +95,22 @@ def prune_prediction_logs(
             break  # oldest first: everything after this one is newer still
         too_old = max_age_seconds is not None and now - mtime > max_age_seconds
         if total > max_total_bytes or too_old:
+            deleted = pruned.files.get("predictions", 0)
             _delete(path, size, "predictions", pruned)
             total -= size
+            young = label_delay_seconds is not None and now - mtime < label_delay_seconds
+            if young and not too_old and pruned.files.get("predictions", 0) > deleted:
+                pruned.premature += 1
+    if pruned.premature:
+        _premature_counter().inc(pruned.premature)
+        log.error(
+            "the prediction log's size cap (PREDICTION_LOG_MAX_TOTAL_BYTES=%d) deleted %d file(s) younger "
+            "than LABEL_DELAY_DAYS (%.1f days): outcomes arriving for those predictions will not join. "
+            "Raise the cap or the volume",
+            max_total_bytes,
+            pruned.premature,
+            (label_delay_seconds or 0) / DAY,
+        )
     return pruned
 
 
@@ -80,7 +119,11 @@ def apply_retention(settings: Settings, now: float | None = None) -> Pruned:
     now = time.time() if now is None else now
     max_age = settings.retention_days * DAY
     pruned = prune_prediction_logs(
-        settings.predictions_dir, settings.prediction_log_max_total_bytes, max_age, now
+        settings.predictions_dir,
+        settings.prediction_log_max_total_bytes,
+        max_age,
+        now,
+        settings.label_delay_days * DAY,
     )
     for mtime, size, path in _files(settings.logs_dir, "*.log*"):
         if now - mtime > max_age:

@@ -425,6 +425,7 @@ class PredictionLog:
         self.folder = settings.predictions_dir
         self.max_bytes = settings.prediction_log_max_bytes
         self.max_total_bytes = settings.prediction_log_max_total_bytes
+        self.label_delay_seconds = settings.label_delay_days * 86400.0
         self.enabled = settings.prediction_log_enabled
         self.max_queued = settings.prediction_log_queue_size
         self.on_drop = on_drop
@@ -534,7 +535,9 @@ class PredictionLog:
         if self._fh is None:
             self.folder.mkdir(parents=True, exist_ok=True)
             # A new file: keep the folder under its cap first (bursts between retention runs).
-            prune_prediction_logs(self.folder, self.max_total_bytes)
+            prune_prediction_logs(
+                self.folder, self.max_total_bytes, label_delay_seconds=self.label_delay_seconds
+            )
             if day != self._day:
                 self._seq = 0
             self._day = day

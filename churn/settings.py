@@ -12,7 +12,15 @@ from collections.abc import Mapping
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 DRIFT_REPORT_JSON = "drift_report.json"
 PERFORMANCE_REPORT_JSON = "performance_report.json"
@@ -40,6 +48,7 @@ ENV_VARS: dict[str, str] = {
     "FEEDBACK_RETENTION_DAYS": "feedback_retention_days",
     "GATE_MIN_CLASS_COUNT": "gate_min_class_count",
     "PREDICTION_HORIZON_DAYS": "prediction_horizon_days",
+    "LABEL_DELAY_DAYS": "label_delay_days",
     "MONITORING_WEBHOOK_URL": "monitoring_webhook_url",
     "MONITORING_API_TOKEN": "monitoring_api_token",
 }
@@ -81,6 +90,10 @@ class Settings(BaseModel):
     retention_days: float = Field(30, gt=0)
     # ... and outcomes, which are small and what retraining learns from.
     feedback_retention_days: float = Field(365, gt=0)
+    # How long after a prediction its outcome may still arrive: the prediction log is kept at
+    # least this long (RETENTION_DAYS may not be shorter), and the size cap deleting younger
+    # predictions is logged as an error and counted (churn.retention).
+    label_delay_days: float = Field(30, gt=0)
     # An outcome answers the latest prediction of its customer made within this many days before
     # it (never one made after it): a churn long after the last score says nothing about it.
     prediction_horizon_days: float = Field(90, gt=0)
@@ -101,6 +114,15 @@ class Settings(BaseModel):
         if value is not None and not value.get_secret_value().startswith(("http://", "https://")):
             raise ValueError("must be an http:// or https:// URL")
         return value
+
+    @model_validator(mode="after")
+    def _keep_predictions_for_their_outcomes(self) -> Settings:
+        if self.retention_days < self.label_delay_days:
+            raise ValueError(
+                f"RETENTION_DAYS ({self.retention_days:g}) must be at least LABEL_DELAY_DAYS "
+                f"({self.label_delay_days:g}): outcomes would arrive for predictions already deleted"
+            )
+        return self
 
     @field_validator("log_level", mode="before")
     @classmethod
@@ -171,7 +193,9 @@ def settings_from_env(env: Mapping[str, str]) -> Settings:
         settings = Settings(**values)
     except ValidationError as exc:
         err = exc.errors()[0]
-        field = str(err["loc"][0]) if err["loc"] else ""
+        if not err["loc"]:  # a rule across settings: its message names them
+            raise SettingsError(f"invalid settings: {err['msg'].removeprefix('Value error, ')}") from None
+        field = str(err["loc"][0])
         var = next((v for v, f in ENV_VARS.items() if f == field), field)
         shown = "<hidden>" if var in SECRET_VARS else repr(env.get(var, ""))
         raise SettingsError(f"invalid setting {var}={shown}: {err['msg']}") from None

@@ -50,6 +50,7 @@ class LoadedData:
     source: str
     bad_lines: int = 0
     total_lines: int = 0
+    vanished_files: int = 0  # listed, then deleted (retention) before they were read: skipped
     notes: list[str] = field(default_factory=list)
 
 
@@ -126,17 +127,26 @@ def read_csv(path: Path) -> LoadedData:
 
 def prediction_log_files(folder: Path, since: dt.datetime | None) -> list[Path]:
     files = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix in JSONL_SUFFIXES)
-    if since is not None:  # a file last written before `since` holds nothing newer
-        files = [p for p in files if dt.datetime.fromtimestamp(p.stat().st_mtime, dt.UTC) >= since]
-    return files
+    if since is None:
+        return files
+    kept = []
+    for p in files:  # a file last written before `since` holds nothing newer
+        try:
+            if dt.datetime.fromtimestamp(p.stat().st_mtime, dt.UTC) >= since:
+                kept.append(p)
+        except FileNotFoundError:
+            continue  # deleted by retention since the listing
+    return kept
 
 
 @dataclass
 class LogScan:
-    """What a pass over prediction-log files saw: lines read, and lines that were not records."""
+    """What a pass over prediction-log files saw: lines read, lines that were not records, and
+    files deleted (by retention or the size cap) between the listing and the read."""
 
     total: int = 0
     bad: int = 0
+    vanished: int = 0
 
     def check(self, source: str, max_bad_fraction: float) -> None:
         """More than `max_bad_fraction` unreadable lines is an error: a wrong file, not torn lines."""
@@ -149,14 +159,22 @@ class LogScan:
 
 def iter_prediction_log(
     paths: list[Path], since: dt.datetime | None = None, scan: LogScan | None = None
-) -> Iterator[PredictionLine]:
-    """The prediction-log lines of `paths` (newer than `since`), one parsed entry at a time, in file
-    order. Unreadable lines are skipped and counted in `scan`."""
+) -> Iterator[tuple[PredictionLine, dt.datetime]]:
+    """The prediction-log lines of `paths` (newer than `since`), one parsed line and its time at
+    a time, in file order. Unreadable lines are skipped and counted in `scan`; so are files
+    deleted between the listing and the read (`scan.vanished`)."""
     scan = scan if scan is not None else LogScan()
     cutoff = None if since is None else since.astimezone(dt.UTC)
     for path in paths:
         try:
-            with open(path, "rb") as fh:
+            fh = open(path, "rb")  # noqa: SIM115 - closed by the with below
+        except FileNotFoundError:
+            scan.vanished += 1  # deleted since the listing: skipped and counted, not an error
+            continue
+        except OSError as exc:
+            raise InputError(f"{path}: unreadable ({exc.strerror or exc})") from None
+        try:
+            with fh:
                 for line in fh:
                     if not line.strip() or not line.endswith(b"\n"):
                         continue  # blank, or the last line of a file the service is appending to
@@ -168,7 +186,7 @@ def iter_prediction_log(
                         scan.bad += 1
                         continue
                     if cutoff is None or when >= cutoff:
-                        yield entry
+                        yield entry, when
         except OSError as exc:
             raise InputError(f"{path}: unreadable ({exc.strerror or exc})") from None
 
@@ -182,10 +200,10 @@ def read_prediction_log(
 ) -> LoadedData:
     """Records of the prediction log, oldest first. Streams the files and keeps only the newest
     `max_records` on a heap, so memory is bounded by `max_records`, not by the log's size."""
-    kept: list[tuple[str, int, dict]] = []  # a min-heap on (time, arrival): the oldest on top
+    kept: list[tuple[dt.datetime, int, dict]] = []  # a min-heap on (time, arrival): the oldest on top
     scan = LogScan()
-    for n, entry in enumerate(iter_prediction_log(paths, since, scan)):
-        item = (entry["time"], n, entry["record"])
+    for n, (entry, when) in enumerate(iter_prediction_log(paths, since, scan)):
+        item = (when, n, entry["record"])
         if max_records is None or len(kept) < max_records:
             heapq.heappush(kept, item)
         elif item > kept[0]:
@@ -193,16 +211,15 @@ def read_prediction_log(
     scan.check(source, max_bad_fraction)
     kept.sort()
     bad, total = scan.bad, scan.total
+    notes = [f"{bad} unreadable line(s) of {total} skipped"] if bad else []
+    if scan.vanished:
+        notes.append(f"{scan.vanished} file(s) deleted during the scan (retention) skipped")
+    counts = {"bad_lines": bad, "total_lines": total, "vanished_files": scan.vanished, "notes": notes}
     if not kept:
-        return LoadedData(
-            frame=pd.DataFrame(columns=list(FEATURE_NAMES)), source=source, bad_lines=bad, total_lines=total
-        )
+        return LoadedData(frame=pd.DataFrame(columns=list(FEATURE_NAMES)), source=source, **counts)
     raw = pd.DataFrame.from_records([r for _, _, r in kept])
     raw = raw.drop(columns=[c for c in (ID_COLUMN,) if c in raw.columns])
-    notes = [f"{bad} unreadable line(s) of {total} skipped"] if bad else []
-    return LoadedData(
-        frame=normalise(raw, source), source=source, bad_lines=bad, total_lines=total, notes=notes
-    )
+    return LoadedData(frame=normalise(raw, source), source=source, **counts)
 
 
 def load_current(path: Path | None, default_folder: Path, since, max_records, max_bad_fraction) -> LoadedData:

@@ -118,6 +118,7 @@ def run(settings: Settings, args: argparse.Namespace, log) -> tuple[int, dict[st
         "current_source": current.source,
         "reference_source": str(args.reference) if args.reference else f"stored with {model}",
         "unreadable_lines": current.bad_lines,
+        "log_files_vanished": current.vanished_files,  # deleted by retention during the scan: skipped
         "unseen_categories": unseen,
     }
     output_dir = args.output_dir or settings.reports_dir / created.strftime("%Y%m%dT%H%M%S%fZ")

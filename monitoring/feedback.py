@@ -12,10 +12,11 @@ that reached the log after its outcome still joins. The log is streamed once per
 memory is bounded by the number of outcomes, not by the log.
 
 The last line of stdout is JSON: {"accepted": n, "matched": n, "unmatched": n, "duplicates": n,
-"corrected": n, "joined_late": n, "pending": n}: accepted = new outcomes stored (of which
+"corrected": n, "joined_late": n, "pending": n, "vanished_files": n}: accepted = new outcomes stored (of which
 matched/unmatched to a prediction); duplicates = outcomes already stored, or repeated in the file;
 corrected = a new label for a stored outcome; joined_late = earlier outcomes that now found their
-prediction; pending = outcomes still waiting for one.
+prediction; pending = outcomes still waiting for one; vanished_files = prediction-log files that
+retention deleted during the pass, skipped).
 Exit codes: 0 done; 2 bad input (missing column, a label other than Yes/No, a bad time, a customer
 labelled both ways in the file, an empty customerID), with nothing written.
 """
@@ -39,7 +40,7 @@ from churn.feedback import (
     write_examples,
 )
 from churn.logs import setup_logging
-from churn.predictionlog import PredictionLine, customer_of, line_time
+from churn.predictionlog import PredictionLine, customer_of
 from churn.schema import ID_COLUMN, LABEL_COLUMN, LABEL_VALUES, read_raw_csv
 from churn.settings import Settings, settings_or_exit
 from churn.utctime import format_time, parse_time
@@ -117,10 +118,11 @@ def read_outcomes(path: Path, now: dt.datetime) -> tuple[list[Outcome], int]:
 
 def join_predictions(
     settings: Settings, wanted: list[tuple[str, dt.datetime]], max_bad_fraction: float
-) -> list[PredictionLine | None]:
+) -> tuple[list[PredictionLine | None], int]:
     """For each (customer, observed time), the latest logged prediction of that customer made
     before it and within the prediction horizon, or None. One pass over the log; memory holds the
-    outcomes and one candidate line each, whatever the log's size."""
+    outcomes and one candidate line each, whatever the log's size. Also: how many log files
+    vanished (retention) during the pass."""
     horizon = dt.timedelta(days=settings.prediction_horizon_days)
     by_customer: dict[str, list[int]] = {}
     for i, (cid, _) in enumerate(wanted):
@@ -130,17 +132,16 @@ def join_predictions(
     scan = LogScan()
     folder = settings.predictions_dir
     paths = prediction_log_files(folder, None) if folder.is_dir() and by_customer else []
-    for line in iter_prediction_log(paths, None, scan):
+    for line, when in iter_prediction_log(paths, None, scan):
         mine = by_customer.get(customer_of(line))  # type: ignore[arg-type]
         if not mine:
             continue
-        when = line_time(line)
         for i in mine:
             observed = wanted[i][1]
             if observed - horizon <= when < observed and (best_time[i] is None or when >= best_time[i]):
                 best[i], best_time[i] = line, when
     scan.check(str(folder), max_bad_fraction)
-    return best
+    return best, scan.vanished
 
 
 def ingest(settings: Settings, path: Path, max_bad_fraction: float = MAX_BAD_FRACTION) -> dict[str, int]:
@@ -159,7 +160,7 @@ def ingest(settings: Settings, path: Path, max_bad_fraction: float = MAX_BAD_FRA
             for e in stored.values()
             if e["prediction"] is None and now_dt - parse_time(e["observed_at"]) <= horizon
         ]
-        joined = join_predictions(
+        joined, counts["vanished_files"] = join_predictions(
             settings,
             [(e["customerID"], parse_time(e["observed_at"])) for e in waiting]
             + [(o.customer, o.observed) for o in outcomes],

@@ -90,13 +90,16 @@ class Served:
     agree: int = 0  # shadow only: predictions where its label equals the served one
 
 
-def collect(settings: Settings, since: dt.datetime | None, max_bad_fraction: float) -> dict[str, Served]:
-    """Per version (and per shadow candidate, under "shadow:<tag>"), every prediction in the window."""
+def collect(
+    settings: Settings, since: dt.datetime | None, max_bad_fraction: float
+) -> tuple[dict[str, Served], LogScan]:
+    """Per version (and per shadow candidate, under "shadow:<tag>"), every prediction in the window;
+    and what the scan saw (files deleted by retention during it are skipped and counted)."""
     served: dict[str, Served] = {}
     scan = LogScan()
     paths = prediction_log_files(settings.predictions_dir, since) if settings.predictions_dir.is_dir() else []
-    for entry in iter_prediction_log(paths, since, scan):
-        when = parse_time(entry["time"]).timestamp()
+    for entry, stamp in iter_prediction_log(paths, since, scan):
+        when = stamp.timestamp()
         rows = [(entry["model"], entry["churn_probability"], entry["churn"])]
         shadow = entry.get("shadow")
         if shadow:
@@ -108,7 +111,7 @@ def collect(settings: Settings, since: dt.datetime | None, max_bad_fraction: flo
             s.proba.append(float(proba))
             s.churn.append(bool(churn))
     scan.check(str(settings.predictions_dir), max_bad_fraction)
-    return served
+    return served, scan
 
 
 def labelled(
@@ -246,7 +249,7 @@ def build_report(settings: Settings, args: argparse.Namespace) -> dict[str, Any]
         registry = read_registry(settings.registry_path, settings.model_name)
     except RegistryError as exc:
         raise InputError(str(exc)) from None
-    served = collect(settings, since, args.max_bad_fraction)
+    served, scan = collect(settings, since, args.max_bad_fraction)
     if not served:
         raise NoPredictions(
             f"no predictions in {settings.predictions_dir}" + (f" since {args.since}" if args.since else "")
@@ -288,6 +291,7 @@ def build_report(settings: Settings, args: argparse.Namespace) -> dict[str, Any]
         "comparison": compare(models, current, candidate),
         "problems": problems,
         "below_floor": below,
+        "log_files_vanished": scan.vanished,  # deleted by retention during the scan: skipped
     }
 
 

@@ -3,7 +3,8 @@ logs (by age), outcome files (by their own age). See churn.retention for the rul
 
     python -m monitoring.retention
 
-The last line of stdout is JSON: {"deleted": {"<kind>": files}, "freed_bytes": {"<kind>": bytes}}.
+The last line of stdout is JSON: {"deleted": {"<kind>": files}, "freed_bytes": {"<kind>": bytes},
+"premature": n} (prediction-log files the size cap deleted before LABEL_DELAY_DAYS).
 Exit codes: 0 done; 2 bad settings.
 """
 
@@ -32,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
         settings.retention_days,
         settings.feedback_retention_days,
     )
-    print(json.dumps({"deleted": pruned.files, "freed_bytes": pruned.bytes}))
+    print(json.dumps({"deleted": pruned.files, "freed_bytes": pruned.bytes, "premature": pruned.premature}))
     return 0
 
 

@@ -75,7 +75,7 @@ def test_outcomes_join_the_latest_prediction_before_they_were_observed(tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert counts == {
         "accepted": 3, "matched": 1, "unmatched": 2, "duplicates": 0, "corrected": 0, "joined_late": 0,
-        "pending": 2,
+        "pending": 2, "vanished_files": 0,
     }  # fmt: skip
     examples = {e["customerID"]: e for e in stored(home)}
     assert examples["A"]["prediction"]["model"] == "m:2"

@@ -65,3 +65,18 @@ def test_log_lines_written_with_json_are_read(tmp_path):
     (tmp_path / "a.jsonl").write_bytes(b"\n".join(lines) + b"\n")
     data = read_prediction_log(prediction_log_files(tmp_path, None), "log")
     assert data.bad_lines == 0 and len(data.frame) == 4
+
+
+def test_a_log_file_deleted_during_the_scan_is_skipped_and_counted(tmp_path):
+    """Issue 19.6: retention or the size cap may delete a file between the listing and the read;
+    the reader skips it and says so, it does not fail the job."""
+    stamp = "2026-11-30T00:00:00.000Z"
+    for name in ("a", "b"):
+        (tmp_path / f"{name}.jsonl").write_bytes(
+            json_bytes({"time": stamp, "record": EXAMPLE_RECORD}) + b"\n"
+        )
+    paths = prediction_log_files(tmp_path, None)
+    paths[0].unlink()
+    data = read_prediction_log(paths, "log")
+    assert len(data.frame) == 1 and data.vanished_files == 1
+    assert any("1 file(s) deleted during the scan" in n for n in data.notes)

@@ -112,3 +112,37 @@ def test_drift_reader_memory_is_bounded_by_max_records(tmp_path, max_records):
         f"{unbounded / 1e6:.1f} MB keeping all"
     )
     assert bounded < 10e6 < unbounded
+
+
+def test_the_size_cap_deleting_predictions_younger_than_the_label_delay_is_loud(tmp_path, caplog):
+    """Issue 19.6: outcomes arrive up to LABEL_DELAY_DAYS after their prediction; the size cap
+    deleting younger predictions loses them. It still deletes (the volume must not fill), but
+    says so: an ERROR log line and churn_prediction_log_premature_deletions_total."""
+    import prometheus_client
+
+    def count() -> float:
+        return (
+            prometheus_client.REGISTRY.get_sample_value("churn_prediction_log_premature_deletions_total") or 0
+        )
+
+    before = count()
+    aged(tmp_path / "h-1-20261001-0000.jsonl", 1000, 40)  # older than the delay: a quiet deletion
+    aged(tmp_path / "h-1-20261120-0000.jsonl", 1000, 10)  # younger: loud
+    aged(tmp_path / "h-1-20261129-0000.jsonl", 1000, 1)
+    with caplog.at_level("INFO", logger="churn.retention"):
+        pruned = prune_prediction_logs(tmp_path, max_total_bytes=1500, now=NOW, label_delay_seconds=30 * DAY)
+    assert pruned.files == {"predictions": 2} and pruned.premature == 1
+    assert count() - before == 1
+    loud = [r for r in caplog.records if r.levelname == "ERROR"]
+    assert len(loud) == 1 and "LABEL_DELAY_DAYS" in loud[0].getMessage()
+
+
+def test_predictions_are_kept_at_least_the_label_delay(tmp_path):
+    from churn.settings import SettingsError
+
+    with pytest.raises(SettingsError, match="RETENTION_DAYS.*LABEL_DELAY_DAYS"):
+        settings_from_env({"MLOPS_HOME": str(tmp_path), "RETENTION_DAYS": "7", "LABEL_DELAY_DAYS": "30"})
+    settings = settings_from_env(
+        {"MLOPS_HOME": str(tmp_path), "RETENTION_DAYS": "30", "LABEL_DELAY_DAYS": "30"}
+    )
+    assert settings.label_delay_days == 30
