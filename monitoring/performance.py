@@ -39,7 +39,7 @@ from churn.cli import open_unit, positive_int
 from churn.evaluation import classification_metrics
 from churn.feedback import iter_examples
 from churn.logs import setup_logging
-from churn.model import load_calibration
+from churn.model import load_calibration, load_membership, trained_on
 from churn.registry import RegistryData, RegistryError, read_registry
 from churn.settings import PERFORMANCE_REPORT_JSON, Settings, settings_or_exit
 from churn.utctime import parse_time
@@ -68,7 +68,9 @@ SHOWN = ("roc_auc", "f1", "precision", "recall", "log_loss", "brier", "pr_auc")
 class ModelPerformance(TypedDict):
     role: str  # "current", "candidate (canary)", "candidate (shadow)", or "earlier"
     n_predictions: int
-    n_labelled: int
+    n_labelled: int  # outcomes it is judged on (customers it was fitted on left out)
+    n_trained_on: int  # outcomes of customers it was fitted on, left out of its realized metrics
+    membership_known: bool  # False for versions trained before membership was recorded
     first: str
     last: str
     training: dict[str, float | None]
@@ -114,12 +116,13 @@ def collect(
     return served, scan
 
 
-def labelled(
-    settings: Settings, since: dt.datetime | None
-) -> dict[str, tuple[list[float], list[bool], list[bool]]]:
+Outcomes = tuple[list[float], list[bool], list[bool], list[str]]
+
+
+def labelled(settings: Settings, since: dt.datetime | None) -> dict[str, Outcomes]:
     """Per version (and "shadow:<tag>"), the outcomes of its predictions in the window:
-    (probabilities, served labels, outcomes)."""
-    out: dict[str, tuple[list[float], list[bool], list[bool]]] = {}
+    (probabilities, served labels, outcomes, customers)."""
+    out: dict[str, Outcomes] = {}
     cutoff = None if since is None else since.astimezone(dt.UTC)
     for example in iter_examples(settings):
         p = example["prediction"]
@@ -131,10 +134,11 @@ def labelled(
                 (f"shadow:{p['shadow']['model']}", p["shadow"]["churn_probability"], p["shadow"]["churn"])
             )
         for tag, proba, churn in pairs:
-            probas, served, truth = out.setdefault(tag, ([], [], []))
+            probas, served, truth, customers = out.setdefault(tag, ([], [], [], []))
             probas.append(float(proba))
             served.append(bool(churn))
             truth.append(bool(example["churn"]))
+            customers.append(example["customerID"])
     return out
 
 
@@ -161,7 +165,7 @@ def evaluate_version(
     tag: str,
     role: str,
     served: Served,
-    outcomes: tuple[list[float], list[bool], list[bool]] | None,
+    outcomes: Outcomes | None,
     registry: RegistryData,
     min_labels: int,
 ) -> ModelPerformance:
@@ -171,11 +175,15 @@ def evaluate_version(
     times, proba, churn = times[order], proba[order], churn[order]
     calibrator, how = _calibrator(settings, tag)
     estimated = estimate(proba, churn, calibrator) if len(proba) >= MIN_PREDICTIONS else None
-    n_labelled = len(outcomes[0]) if outcomes else 0
+    # Realized metrics leave out the customers this version was fitted on (issue 20.4).
+    members = load_membership(settings, tag)
+    learned = trained_on(members, outcomes[3]) if outcomes else np.zeros(0, dtype=bool)
+    keep = ~learned
+    n_labelled = int(keep.sum())
     realized = None
     if outcomes and n_labelled >= min_labels:
         realized = classification_metrics(
-            np.array(outcomes[2]), np.array(outcomes[0]), predicted=np.array(outcomes[1])
+            np.array(outcomes[2])[keep], np.array(outcomes[0])[keep], predicted=np.array(outcomes[1])[keep]
         )
     warnings = []
     if realized and estimated:
@@ -203,6 +211,8 @@ def evaluate_version(
         "role": role,
         "n_predictions": int(len(proba)),
         "n_labelled": n_labelled,
+        "n_trained_on": int(learned.sum()),  # outcomes of customers it was fitted on: left out
+        "membership_known": members is not None,
         "first": _stamp(times[0]) if len(times) else "",
         "last": _stamp(times[-1]) if len(times) else "",
         "training": {k: training.get(k) for k in SHOWN},

@@ -7,7 +7,8 @@ otherwise wait.
 Shadow: both versions scored the same records (the current one answered, the candidate's score is
 in the prediction log), so they are compared paired, on the outcomes of those records. Canary:
 each version answered its own customers, so each is judged on its own outcomes, unpaired. Either
-way only predictions made after the candidate was staged count, and each side needs --min-labels
+way only predictions made after the candidate was staged count, customers either version was
+fitted on are left out (their training membership, stored with each version), and each side needs --min-labels
 outcomes, and GATE_MIN_CLASS_COUNT of each class, before anything is decided.
 
 It runs on a schedule and "wait" means "look again later", so it judges by the sequential test
@@ -34,6 +35,7 @@ import numpy as np
 from churn.cli import positive_int
 from churn.feedback import iter_examples
 from churn.logs import setup_logging
+from churn.model import load_membership, trained_on
 from churn.registry import Registry, RegistryError
 from churn.settings import Settings, settings_or_exit
 from churn.utctime import parse_time
@@ -62,6 +64,13 @@ def decide(settings: Settings, min_labels: int, log) -> dict[str, Any]:
     examples = [
         e for e in iter_examples(settings) if e["prediction"] and parse_time(e["prediction"]["time"]) >= since
     ]
+    # Never judge a version on customers either one was fitted on (issue 20.4).
+    learned = [load_membership(settings, t) for t in (current, tag)]
+    seen = trained_on(learned[0], [e["customerID"] for e in examples])
+    seen |= trained_on(learned[1], [e["customerID"] for e in examples])
+    examples = [e for e, known in zip(examples, seen, strict=True) if not known]
+    excluded = int(seen.sum())
+    unknown = [t for t, m in zip((current, tag), learned, strict=True) if m is None]
     if mode == "shadow":
         rows = [
             e
@@ -74,10 +83,13 @@ def decide(settings: Settings, min_labels: int, log) -> dict[str, Any]:
         mine = {t: [e for e in examples if e["prediction"]["model"] == t] for t in (current, tag)}
         sizes = (len(mine[current]), len(mine[tag]))
     out = {"candidate": tag, "mode": mode, "evaluation": None}
+    left_out = f"{excluded} trained on by either version left out" + (
+        f"; training membership unknown for {', '.join(unknown)}" if unknown else ""
+    )
     if min(sizes) < min_labels:
         reason = (
-            f"outcomes since the candidate was staged: {sizes[0]} for {current}, {sizes[1]} for {tag}; "
-            f"each side needs {min_labels}"
+            f"outcomes since the candidate was staged: {sizes[0]} for {current}, {sizes[1]} for {tag} "
+            f"({left_out}); each side needs {min_labels}"
         )
         return out | {"decision": "wait", "reason": reason}
     try:
@@ -106,8 +118,8 @@ def decide(settings: Settings, min_labels: int, log) -> dict[str, Any]:
             )
     except TooFewOutcomes as exc:  # too few of a class on a side: nothing to compare yet
         return out | {"decision": "wait", "reason": str(exc)}
-    evaluation = gate.as_dict()
-    reason = gate.reason
+    evaluation = gate.as_dict() | {"excluded_trained_on": excluded, "membership_unknown": unknown}
+    reason = f"{gate.reason} ({left_out})"
     # A compare-and-swap: only if the registry still holds the pair that was compared.
     compared = {"if_current": current, "if_candidate": candidate}
     if gate.decision == "promote":

@@ -39,7 +39,7 @@ import pandas as pd
 from churn.cli import fraction, positive_int
 from churn.feedback import LabelledExample, iter_examples
 from churn.logs import setup_logging
-from churn.model import ModelUnavailable, load_model
+from churn.model import ModelUnavailable, load_membership, load_model, trained_on
 from churn.registry import CANDIDATE_MODES, Registry, RegistryError
 from churn.schema import (
     FEATURE_NAMES,
@@ -83,15 +83,22 @@ def training_data(
     held = {e["customerID"] for e in window}
     keep = np.ones(len(base.features), dtype=bool) if base.ids is None else ~base.ids.isin(held).to_numpy()
     frames, labels = [base.features[keep]], [base.label.to_numpy()[keep]]
+    ids = [base.ids[keep] if base.ids is not None else pd.Series([None] * int(keep.sum()))]
     if train_part:
         X, y = examples_frame(train_part)
         frames.append(X[list(FEATURE_NAMES)])
         labels.append(y)
+        ids.append(pd.Series([e["customerID"] for e in train_part]))
     features = pd.concat(frames, ignore_index=True)
     for name in features.columns:
         features[name] = features[name].astype(base.features[name].dtype)
     notes = [*base.notes, f"{int((~keep).sum())} base row(s) of evaluation-window customers left out"]
-    return ValidatedData(features=features, label=pd.Series(np.concatenate(labels)), notes=notes)
+    return ValidatedData(
+        features=features,
+        label=pd.Series(np.concatenate(labels)),
+        ids=pd.concat(ids, ignore_index=True),
+        notes=notes,
+    )
 
 
 def retrain(settings: Settings, args: argparse.Namespace, log) -> dict[str, Any]:
@@ -111,12 +118,19 @@ def retrain(settings: Settings, args: argparse.Namespace, log) -> dict[str, Any]
         return {"tag": None, "promoted": False, "skipped": True, "reason": reason, "evaluation": None}
     base = read_csv(str(args.data), require_label=True)
     train_part, window = split_examples(examples, args.seed)
-    y_window = np.array([int(e["churn"]) for e in window])
+    # The champion is not judged on customers it was fitted on (issue 20.4); the challenger never
+    # trains on the window's customers at all.
+    champion_members = load_membership(settings, champion_tag)
+    known = trained_on(champion_members, [e["customerID"] for e in window])
+    compared = [e for e, k in zip(window, known, strict=True) if not k]
+    excluded = {"excluded_trained_on": int(known.sum()), "membership_unknown": champion_members is None}
+    y_window = np.array([int(e["churn"]) for e in compared])
     churners, minimum = int(y_window.sum()), settings.gate_min_class_count
-    if min(churners, len(window) - churners) < minimum:
+    if min(churners, len(compared) - churners) < minimum:
         reason = (
-            f"the evaluation window's {len(window)} outcomes hold {churners} churner(s) and "
-            f"{len(window) - churners} non-churner(s); the gate needs {minimum} of each "
+            f"the evaluation window's {len(compared)} outcomes ({excluded['excluded_trained_on']} of "
+            f"customers the current model was trained on left out) hold {churners} churner(s) and "
+            f"{len(compared) - churners} non-churner(s); the gate needs {minimum} of each "
             "(GATE_MIN_CLASS_COUNT): no comparison possible yet"
         )
         log.info(reason)
@@ -147,7 +161,7 @@ def retrain(settings: Settings, args: argparse.Namespace, log) -> dict[str, Any]
         champion = load_model(settings, champion_tag)
     except ModelUnavailable as exc:
         raise RegistryError(f"the current model cannot be loaded to compare with: {exc}") from None
-    X_window, _ = examples_frame(window)
+    X_window, _ = examples_frame(compared)
     gate = compare_paired(
         y_window,
         champion.predict_proba(X_window),
@@ -157,10 +171,17 @@ def retrain(settings: Settings, args: argparse.Namespace, log) -> dict[str, Any]
         min_class_count=minimum,
     )
     log.info("gate on the evaluation window: %s", gate.reason)
-    evaluation = gate.as_dict() | {
-        "window": {"from": window[0]["observed_at"], "to": window[-1]["observed_at"]},
-        "trained_on": {"base_rows": int(len(data.features) - len(train_part)), "labelled": len(train_part)},
-    }
+    evaluation = (
+        gate.as_dict()
+        | excluded
+        | {
+            "window": {"from": window[0]["observed_at"], "to": window[-1]["observed_at"]},
+            "trained_on": {
+                "base_rows": int(len(data.features) - len(train_part)),
+                "labelled": len(train_part),
+            },
+        }
+    )
     if args.stage:
         promoted, reason = False, f"--stage {args.stage}: {gate.decision} ({gate.reason})"
     elif args.promote == "auto":
@@ -193,7 +214,7 @@ def retrain(settings: Settings, args: argparse.Namespace, log) -> dict[str, Any]
         "reason": reason,
         "staged": staged,
         "current": summary["current"],
-        "evaluation": {"n": len(window)} | evaluation,
+        "evaluation": {"n": len(compared)} | evaluation,
     }
 
 

@@ -25,6 +25,7 @@ import pandas as pd
 
 from churn.evaluation import classification_metrics
 from churn.logs import setup_logging
+from churn.model import customer_hashes
 from churn.registry import ANY, Registry, RegistryError
 from churn.schema import (
     CATEGORICAL_FEATURES,
@@ -91,6 +92,7 @@ class TrainingResult:
     test_proba: np.ndarray
     calibration: pd.DataFrame  # out-of-fold probabilities and outcomes: calibrate CBPE estimates
     metadata: dict[str, Any]
+    members: np.ndarray  # customer_hashes of the rows it was fitted on (training membership)
 
 
 def train(settings: Settings, data_path: Path, seed: int, log, build=build_pipeline) -> TrainingResult:
@@ -111,9 +113,12 @@ def fit(
     for note in data.notes:
         log.info("data: %s", note)
     X, y = data.features, data.label.to_numpy()
-    X_train, X_test, y_train, y_test = train_test_split(
-        X, y, test_size=TEST_SIZE, stratify=y, random_state=seed
+    ids = data.ids.astype(str).to_numpy() if data.ids is not None else np.full(len(X), None, dtype=object)
+    # The ids ride along: the same split as without them (the indices depend on n, y and the seed).
+    X_train, X_test, y_train, y_test, ids_train, _ = train_test_split(
+        X, y, ids, test_size=TEST_SIZE, stratify=y, random_state=seed
     )
+    members = customer_hashes(i for i in ids_train if i is not None)
     log.info("split: %d training rows, %d test rows (stratified, seed %d)", len(X_train), len(X_test), seed)
 
     cv = StratifiedKFold(n_splits=CV_FOLDS, shuffle=True, random_state=seed)
@@ -164,7 +169,9 @@ def fit(
             "feature_schema": schema_dict(),
             "package_versions": package_versions(),
             "reference_rows": int(len(X_train)),
+            "training_members": int(len(members)),
         },
+        members=members,
     )
 
 
@@ -183,7 +190,7 @@ def save_and_register(
     history with the registration."""
     import bentoml
 
-    from churn.model import CALIBRATION_KEY, REFERENCE_KEY, load_model
+    from churn.model import CALIBRATION_KEY, MEMBERSHIP_KEY, REFERENCE_KEY, load_model
 
     bento_model = bentoml.sklearn.save_model(
         settings.model_name,
@@ -193,7 +200,12 @@ def save_and_register(
         metadata=result.metadata,
         # Stored with the model so that a version and its drift reference never part; and its
         # out-of-fold probabilities and outcomes, which calibrate its performance estimates.
-        custom_objects={REFERENCE_KEY: result.reference, CALIBRATION_KEY: result.calibration},
+        # And which customers it was fitted on, so that no comparison judges it on them.
+        custom_objects={
+            REFERENCE_KEY: result.reference,
+            CALIBRATION_KEY: result.calibration,
+            MEMBERSHIP_KEY: result.members,
+        },
     )
     tag = str(bento_model.tag)
     log.info("saved %s to %s", tag, settings.bentoml_home_path / "models")

@@ -188,3 +188,42 @@ def test_servers_expose_the_latest_report_as_gauges(served):
         wait_for(gauges, 30, what="performance gauges on /metrics")
     finally:
         server.stop()
+
+
+def test_outcomes_of_customers_a_version_was_fitted_on_are_left_out(served, tmp_path):
+    """Issue 20.4: 200 customers of the version's own training half come back scored and labelled;
+    its realized metrics must not count those it was fitted on (they would flatter it; the other
+    20 % of its data were its test rows), and the report says so."""
+    import shutil
+
+    from churn.schema import EXAMPLE_RECORD, parse_predict_request
+    from churn.serving import PredictionLog, ScoreResult
+
+    home, tag, n, folder = served
+    copy = tmp_path / "home"
+    shutil.copytree(home, copy, symlinks=True)
+    trained = pd.read_csv(folder / "train.csv", dtype=str, keep_default_na=False).head(200)
+    log = PredictionLog(settings_from_env(state_env(copy)))
+    for cid in trained["customerID"]:
+        records, ids = parse_predict_request({"instances": [dict(EXAMPLE_RECORD, customerID=cid)]})
+        log.append("r", ScoreResult(np.array([0.9]), np.array([True]), (tag,)), records, ids)
+    log.flush(10)
+    log.close()
+    trained[["customerID", "Churn"]].to_csv(tmp_path / "trained.csv", index=False)
+    assert (
+        run_cli(
+            "monitoring.feedback", "--labels", str(tmp_path / "trained.csv"), env=state_env(copy)
+        ).returncode
+        == 0
+    )
+    proc, summary = performance(copy, "--output-dir", str(tmp_path / "report"))
+    assert proc.returncode == 0, proc.stderr
+    from churn.model import load_membership, trained_on
+
+    fitted = int(
+        trained_on(load_membership(settings_from_env(state_env(home)), tag), trained["customerID"]).sum()
+    )
+    model = summary["models"][tag]
+    report = json.loads(Path(summary["report"]).read_text())["models"][tag]
+    assert 150 < fitted < 200 and report["n_trained_on"] == fitted and report["membership_known"] is True
+    assert model["n_labelled"] == n + 200 - fitted

@@ -58,10 +58,12 @@ def test_the_evaluation_window_is_the_newest_outcomes_and_never_trained_on():
 
 @pytest.fixture(scope="module")
 def labelled_home(tmp_path_factory):
-    """A current model, 800 customers scored by a real server and their outcomes back (the window,
-    30 %, then holds more than the gate's 50 churners)."""
+    """A current model (trained without them), 800 customers scored by a real server and their
+    outcomes back (the window, 30 %, then holds more than the gate's 50 churners)."""
     home = tmp_path_factory.mktemp("retrain")
-    first = train(home)["tag"]
+    rest = pd.read_csv(DATA, dtype=str, keep_default_na=False).iloc[800:]
+    rest.to_csv(home.parent / f"{home.name}-rest.csv", index=False)
+    first = train(home, "--data", str(home.parent / f"{home.name}-rest.csv"))["tag"]  # not these 800
     server = Server("http", home, home).start()
     try:
         records = records_from_csv(str(DATA), limit=800)
@@ -180,3 +182,40 @@ def test_a_promote_during_retraining_stands(labelled_home):
         assert reg.read()["history"][-1]["action"] == "conflict"
     finally:
         reg.promote(first, "test reset")
+
+
+def test_each_version_records_whom_it_was_fitted_on_and_is_not_judged_on_them(labelled_home):
+    """Issue 20.4: the challenger's training membership holds the customers it learned and none of
+    the window's; a champion fitted on the window's customers is not compared on them."""
+    from churn.feedback import iter_examples
+    from churn.model import load_membership, trained_on
+    from churn.settings import settings_from_env
+
+    home, first = labelled_home
+    settings = settings_from_env(state_env(home))
+    proc = run_cli("training.retrain", "--min-labels", "50", "--promote", "never", env=state_env(home))
+    summary = last_json_line(proc.stdout)
+    members = load_membership(settings, summary["tag"])
+    examples = [e for e in iter_examples(settings) if e["prediction"] is not None]
+    train_part, window = split_examples(examples, 42)  # retrain's default seed: its very window
+    assert members is not None and len(members) > 5000  # 80 % of the base rows and the examples
+    assert not trained_on(members, [e["customerID"] for e in window]).any()
+    assert trained_on(members, [e["customerID"] for e in train_part]).mean() > 0.7  # its 80 % split
+    show = json.loads(run_cli("training.registry", "show", summary["tag"], env=state_env(home)).stdout)
+    assert show["store"]["metadata"]["training_members"] == len(members)
+    assert summary["evaluation"]["excluded_trained_on"] == 0  # the first model never saw them
+    # a champion fitted on the whole data set has seen most of the window's customers
+    everything = train(home, "--promote", "always")["tag"]
+    try:
+        proc = run_cli(
+            "training.retrain", "--min-labels", "50", "--promote", "never",
+            env=state_env(home, GATE_MIN_CLASS_COUNT="5"),
+        )  # fmt: skip
+        again = last_json_line(proc.stdout)
+        ev = again["evaluation"]
+        champion = load_membership(settings, everything)
+        assert ev["n"] + ev["excluded_trained_on"] == 240 and ev["excluded_trained_on"] > 150, ev
+        assert ev["champion"]["tag"] == everything and ev["membership_unknown"] is False
+        assert trained_on(champion, [e["customerID"] for e in window]).sum() == ev["excluded_trained_on"]
+    finally:
+        Registry(home / "registry.json", "churn_model").promote(first, "test reset")

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 import training.decide as decide_module
+from churn.model import customer_hashes
 from churn.registry import Registry
 from churn.settings import settings_from_env
 from churn.utctime import utc_now
@@ -85,3 +86,26 @@ def test_without_interference_it_promotes(world, monkeypatch):
     settings, reg = world
     _gate_meanwhile(monkeypatch, "promote", lambda: None)
     assert decide_module.decide(settings, 100, LOG)["decision"] == "promote" and reg.current() == "m:3"
+
+
+def test_customers_either_version_trained_on_are_left_out(world, monkeypatch):
+    """Issue 20.4: a candidate judged on customers it was trained on looks better than it is.
+    decide leaves out every customer either version's training membership holds."""
+    settings, _ = world
+    trained = {"m:2": ["c0", "c1", "c2"], "m:3": [f"c{i}" for i in range(100, 200)]}
+    monkeypatch.setattr(
+        decide_module,
+        "load_membership",
+        lambda _s, tag: customer_hashes(trained.get(tag, [])),
+        raising=False,
+    )
+    seen = []
+
+    def gate(y, *args, **kwargs):
+        seen.append(len(y))
+        return compare_paired(y, *args, **kwargs)
+
+    monkeypatch.setattr(decide_module, "compare_paired", gate)
+    out = decide_module.decide(settings, 100, LOG)
+    assert seen == [400 - 3 - 100], "customers a version trained on were compared"
+    assert "103 trained on" in out["reason"] or out["evaluation"]["excluded_trained_on"] == 103
