@@ -28,6 +28,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import NotRequired, TypedDict
 
+import numpy as np
+
 from churn.jsonio import json_bytes, json_loads
 from churn.predictionlog import PredictionLine
 from churn.settings import Settings
@@ -47,6 +49,36 @@ class LabelledExample(TypedDict):
     source: str  # the input file's name and sha256
     prediction: PredictionLine | None
     supersedes: NotRequired[str]  # the key of the unjoined version this joined one replaces
+    treated: NotRequired[bool | None]  # did we act on the customer (the CRM's `treated`)? None: unknown
+
+
+def untreated_mask(treated: np.ndarray, holdout: np.ndarray, holdout_on: bool) -> np.ndarray:
+    """Which outcomes are free of our own actions, so that the gate, retraining and the performance
+    report may use them: never one marked treated; always one marked untreated, or of a held-out
+    customer (churn.holdout); one whose treatment is unknown only while no holdout is configured
+    (there is then nothing better, and the reports say how many were unknown)."""
+    treated = np.asarray(treated, dtype=object)
+    yes = np.array([t is True for t in treated], dtype=bool)
+    no = np.array([t is False for t in treated], dtype=bool)
+    unknown = ~yes & ~no
+    return ~yes & (no | np.asarray(holdout, dtype=bool) | (unknown & (not holdout_on)))
+
+
+def untreated_examples(
+    examples: list[LabelledExample], holdout_on: bool
+) -> tuple[list[LabelledExample], dict[str, int]]:
+    """The examples untreated_mask keeps, and counts: used, treated (left out), unknown (left out
+    when a holdout exists, else used), holdout."""
+    treated = np.array([e.get("treated") for e in examples], dtype=object)
+    holdout = np.array([bool((e["prediction"] or {}).get("holdout")) for e in examples], dtype=bool)
+    keep = untreated_mask(treated, holdout, holdout_on) if examples else np.zeros(0, dtype=bool)
+    counts = {
+        "untreated_used": int(keep.sum()),
+        "treated_left_out": int(sum(t is True for t in treated)),
+        "treatment_unknown": int(sum(t is None for t in treated)),
+        "holdout": int(holdout.sum()),
+    }
+    return [e for e, k in zip(examples, keep, strict=True) if k], counts
 
 
 def outcome_key(customer_id: str, prediction: PredictionLine | None) -> str:

@@ -7,7 +7,8 @@ One JSON object per line:
     {"time": "2026-11-27T03:26:41.263Z", "request_id": "...", "model": "churn_model:...",
      "record": {"customerID": "7590-VHVEG", "gender": "Female", ...},
      "churn_probability": 0.7199, "churn": true,
-     "shadow": {"model", "churn_probability", "churn"}     (while a shadow candidate runs)}
+     "shadow": {"model", "churn_probability", "churn"}     (while a shadow candidate runs),
+     "holdout": true                                        (a held-out customer: no action)}
 
 `time` is in the project's one time format (churn.utctime).
 """
@@ -40,6 +41,7 @@ class PredictionLine(TypedDict):
     churn_probability: float
     churn: bool
     shadow: NotRequired[ShadowScore]
+    holdout: NotRequired[bool]  # the customer is in the holdout: "no action" (churn.holdout)
 
 
 def encode_lines(
@@ -51,8 +53,10 @@ def encode_lines(
     probabilities: np.ndarray,
     churn: np.ndarray,
     shadow: tuple[str, np.ndarray, np.ndarray] | None = None,
+    holdout: np.ndarray | None = None,
 ) -> bytes:
-    """One request's lines, newline-terminated. `shadow`: (tag, probabilities, labels)."""
+    """One request's lines, newline-terminated. `shadow`: (tag, probabilities, labels);
+    `holdout`: which records' customers are held out (written only then, as `"holdout": true`)."""
     stamp = format_time(when)
     lines = []
     for i, rec in enumerate(records):
@@ -70,6 +74,8 @@ def encode_lines(
                 "churn_probability": float(shadow[1][i]),
                 "churn": bool(shadow[2][i]),
             }
+        if holdout is not None and holdout[i]:
+            line["holdout"] = True
         lines.append(json_bytes(line))
     return b"\n".join(lines) + b"\n"
 

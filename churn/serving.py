@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import hashlib
 import json
@@ -26,6 +27,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from churn.holdout import holdout_mask
 from churn.metrics import ServingMetrics
 from churn.model import LoadedModel, ModelUnavailable, load_model, warm_imports
 from churn.predictionlog import encode_lines
@@ -58,6 +60,7 @@ class ScoreResult:
     models: tuple[str, ...]
     model_index: np.ndarray | None = None
     error: str | None = None  # no model loaded: why
+    holdout: np.ndarray | None = None  # records whose customer is held out: "no action" (churn.holdout)
 
     @property
     def model(self) -> str | None:
@@ -304,6 +307,7 @@ class ModelHolder:
         else:
             proba, churn = scored(current, records)
             result = ScoreResult(proba, churn, (current.tag,))
+        result = dataclasses.replace(result, holdout=holdout_mask(ids, self.settings.holdout_fraction))
         if self.metrics is not None:
             self._count(result)
         if self.prediction_log is not None:
@@ -394,13 +398,20 @@ def update_report_gauges(settings: Settings, metrics, seen: dict[str, Any]) -> N
 
 def build_response(result: ScoreResult, ids: list[Any]) -> dict[str, Any]:
     """The API's 200 body. Every prediction names the version that computed it; the top-level
-    `model` is that version when one computed them all, else null (a canary split the request)."""
+    `model` is that version when one computed them all, else null (a canary split the request).
+    `holdout`: the customer is in the holdout, "no action" (churn.holdout)."""
+    holdout = result.holdout.tolist() if result.holdout is not None else [False] * len(ids)
     return {
         "model": result.model,
         "predictions": [
-            {"customerID": cid, "churn_probability": p, "churn": c, "model": m}
-            for cid, p, c, m in zip(
-                ids, result.probabilities.tolist(), result.churn.tolist(), result.record_models(), strict=True
+            {"customerID": cid, "churn_probability": p, "churn": c, "model": m, "holdout": h}
+            for cid, p, c, m, h in zip(
+                ids,
+                result.probabilities.tolist(),
+                result.churn.tolist(),
+                result.record_models(),
+                holdout,
+                strict=True,
             )
         ],
     }
@@ -522,6 +533,7 @@ class PredictionLog:
             result.probabilities,
             result.churn,
             shadow_cols,
+            result.holdout,
         )
         fh = self._open(when.strftime("%Y%m%d"), len(payload))
         fh.write(payload)

@@ -49,6 +49,7 @@ ENV_VARS: dict[str, str] = {
     "GATE_MIN_CLASS_COUNT": "gate_min_class_count",
     "PREDICTION_HORIZON_DAYS": "prediction_horizon_days",
     "LABEL_DELAY_DAYS": "label_delay_days",
+    "HOLDOUT_FRACTION": "holdout_fraction",
     "MONITORING_WEBHOOK_URL": "monitoring_webhook_url",
     "MONITORING_API_TOKEN": "monitoring_api_token",
 }
@@ -90,6 +91,9 @@ class Settings(BaseModel):
     retention_days: float = Field(30, gt=0)
     # ... and outcomes, which are small and what retraining learns from.
     feedback_retention_days: float = Field(365, gt=0)
+    # Share of customers marked "no action" (a sticky keyed hash of the ID, churn.holdout): their
+    # outcomes are free of our own actions. 0: no holdout.
+    holdout_fraction: float = Field(0.0, ge=0, le=0.5)
     # How long after a prediction its outcome may still arrive: the prediction log is kept at
     # least this long (RETENTION_DAYS may not be shorter), and the size cap deleting younger
     # predictions is logged as an error and counted (churn.retention).

@@ -4,7 +4,8 @@
 
 The CSV is what a CRM exports: `customerID`, `Churn` (Yes/No) and, optionally, `observed_at`
 (ISO 8601; UTC when it has no zone; the ingestion time when the column is absent or the cell is
-empty). Other columns are ignored. Each outcome is joined with the latest logged prediction for
+empty) and `treated` (Yes: the retention team acted on the customer; No; empty: unknown; see
+churn.holdout). Other columns are ignored. Each outcome is joined with the latest logged prediction for
 its customer made before `observed_at` and within PREDICTION_HORIZON_DAYS of it, and stored under
 $MLOPS_HOME/feedback/ (churn.feedback: identity, corrections, history), atomically. Outcomes that
 answered no prediction yet are retried at every ingestion while their horizon lasts: a prediction
@@ -54,6 +55,7 @@ from monitoring.data import (
 )
 
 TIME_COLUMN = "observed_at"
+TREATED_COLUMN = "treated"  # optional: Yes (we acted on the customer), No, or empty (unknown)
 
 
 @dataclass(frozen=True)
@@ -64,6 +66,7 @@ class Outcome:
     churn: bool
     observed: dt.datetime
     given: bool  # observed_at came from the file (else: the ingestion time)
+    treated: bool | None  # the file's `treated`: None when absent or empty
 
 
 def read_outcomes(path: Path, now: dt.datetime) -> tuple[list[Outcome], int]:
@@ -108,11 +111,16 @@ def read_outcomes(path: Path, now: dt.datetime) -> tuple[list[Outcome], int]:
             observed = parse_time(
                 format_time(observed if observed.tzinfo else observed.replace(tzinfo=dt.UTC))
             )
+        flag = str(rec.get(TREATED_COLUMN, "")).strip()
+        if flag not in ("", *LABEL_VALUES):
+            raise InputError(
+                f"{path}: column {TREATED_COLUMN!r}, row {i}: unknown value {flag!r} (Yes, No or empty)"
+            )
         key = (cid, churn, format_time(observed) if text else "")
         if key in rows:
             repeated += 1
             continue
-        rows[key] = Outcome(cid, churn, observed, bool(text))
+        rows[key] = Outcome(cid, churn, observed, bool(text), None if not flag else flag == "Yes")
     return list(rows.values()), repeated
 
 
@@ -182,7 +190,11 @@ def ingest(settings: Settings, path: Path, max_bad_fraction: float = MAX_BAD_FRA
         for outcome, prediction in zip(outcomes, joined[len(waiting) :], strict=True):
             key = outcome_key(outcome.customer, prediction)
             before = new.get(key) or stored.get(key)
-            if before is not None and before["churn"] == outcome.churn:
+            if (
+                before is not None
+                and before["churn"] == outcome.churn
+                and outcome.treated in (None, before.get("treated"))
+            ):
                 counts["duplicates"] += 1
                 continue
             new[key] = {
@@ -194,6 +206,7 @@ def ingest(settings: Settings, path: Path, max_bad_fraction: float = MAX_BAD_FRA
                 "ingested_at": now,
                 "source": source,
                 "prediction": prediction,
+                "treated": outcome.treated if outcome.treated is not None else (before or {}).get("treated"),
             }
             if before is not None:
                 counts["corrected"] += 1

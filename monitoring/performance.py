@@ -37,7 +37,7 @@ import numpy as np
 
 from churn.cli import open_unit, positive_int
 from churn.evaluation import classification_metrics
-from churn.feedback import iter_examples
+from churn.feedback import iter_examples, untreated_examples
 from churn.logs import setup_logging
 from churn.model import load_calibration, load_membership, trained_on
 from churn.registry import RegistryData, RegistryError, read_registry
@@ -119,15 +119,28 @@ def collect(
 Outcomes = tuple[list[float], list[bool], list[bool], list[str]]
 
 
-def labelled(settings: Settings, since: dt.datetime | None) -> dict[str, Outcomes]:
-    """Per version (and "shadow:<tag>"), the outcomes of its predictions in the window:
+@dataclass
+class Treatment:
+    """How many outcomes were untreated (used), treated or of unknown treatment (left out)."""
+
+    counts: dict[str, int] = field(default_factory=dict)
+
+
+def labelled(settings: Settings, since: dt.datetime | None, treatment: Treatment) -> dict[str, Outcomes]:
+    """Per version (and "shadow:<tag>"), the untreated outcomes of its predictions in the window:
     (probabilities, served labels, outcomes, customers)."""
     out: dict[str, Outcomes] = {}
     cutoff = None if since is None else since.astimezone(dt.UTC)
-    for example in iter_examples(settings):
+    window = [
+        e
+        for e in iter_examples(settings)
+        if e["prediction"] is not None and (cutoff is None or parse_time(e["prediction"]["time"]) >= cutoff)
+    ]
+    # Only outcomes free of our own actions (churn.holdout); the counts go into the report.
+    kept, treatment.counts = untreated_examples(window, settings.holdout_fraction > 0)
+    for example in kept:
         p = example["prediction"]
-        if p is None or (cutoff is not None and parse_time(p["time"]) < cutoff):
-            continue
+        assert p is not None
         pairs = [(p["model"], p["churn_probability"], p["churn"])]
         if p.get("shadow"):
             pairs.append(
@@ -264,7 +277,8 @@ def build_report(settings: Settings, args: argparse.Namespace) -> dict[str, Any]
         raise NoPredictions(
             f"no predictions in {settings.predictions_dir}" + (f" since {args.since}" if args.since else "")
         )
-    outcomes = labelled(settings, since)
+    treatment = Treatment()
+    outcomes = labelled(settings, since, treatment)
     current, candidate = registry["current"], registry.get("candidate")
     models: dict[str, ModelPerformance] = {}
     for key, s in sorted(served.items(), key=lambda kv: kv[1].times[0] if len(kv[1].times) else 0):
@@ -302,6 +316,8 @@ def build_report(settings: Settings, args: argparse.Namespace) -> dict[str, Any]
         "problems": problems,
         "below_floor": below,
         "log_files_vanished": scan.vanished,  # deleted by retention during the scan: skipped
+        # outcomes used (untreated) and left out (treated; unknown while a holdout exists)
+        "treatment": treatment.counts,
     }
 
 

@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 
 from churn.cli import positive_int
-from churn.feedback import iter_examples
+from churn.feedback import iter_examples, untreated_examples
 from churn.logs import setup_logging
 from churn.model import load_membership, trained_on
 from churn.registry import Registry, RegistryError
@@ -64,7 +64,9 @@ def decide(settings: Settings, min_labels: int, log) -> dict[str, Any]:
     examples = [
         e for e in iter_examples(settings) if e["prediction"] and parse_time(e["prediction"]["time"]) >= since
     ]
-    # Never judge a version on customers either one was fitted on (issue 20.4).
+    # Only outcomes free of our own actions (churn.holdout), and never of customers either
+    # version was fitted on (issue 20.4).
+    examples, treatment = untreated_examples(examples, settings.holdout_fraction > 0)
     learned = [load_membership(settings, t) for t in (current, tag)]
     seen = trained_on(learned[0], [e["customerID"] for e in examples])
     seen |= trained_on(learned[1], [e["customerID"] for e in examples])
@@ -118,7 +120,11 @@ def decide(settings: Settings, min_labels: int, log) -> dict[str, Any]:
             )
     except TooFewOutcomes as exc:  # too few of a class on a side: nothing to compare yet
         return out | {"decision": "wait", "reason": str(exc)}
-    evaluation = gate.as_dict() | {"excluded_trained_on": excluded, "membership_unknown": unknown}
+    evaluation = gate.as_dict() | {
+        "excluded_trained_on": excluded,
+        "membership_unknown": unknown,
+        "treatment": treatment,
+    }
     reason = f"{gate.reason} ({left_out})"
     # A compare-and-swap: only if the registry still holds the pair that was compared.
     compared = {"if_current": current, "if_candidate": candidate}

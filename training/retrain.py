@@ -37,7 +37,7 @@ import numpy as np
 import pandas as pd
 
 from churn.cli import fraction, positive_int
-from churn.feedback import LabelledExample, iter_examples
+from churn.feedback import LabelledExample, iter_examples, untreated_examples
 from churn.logs import setup_logging
 from churn.model import ModelUnavailable, load_membership, load_model, trained_on
 from churn.registry import CANDIDATE_MODES, Registry, RegistryError
@@ -108,11 +108,15 @@ def retrain(settings: Settings, args: argparse.Namespace, log) -> dict[str, Any]
         raise RegistryError(
             "no current model to compare with: train the first one (python -m training.train)"
         )
-    examples = [e for e in iter_examples(settings) if e["prediction"] is not None]
+    # Only outcomes free of our own actions (churn.holdout): saved customers coming back as "No"
+    # would teach the challenger to rank them lower.
+    examples, treatment = untreated_examples(
+        [e for e in iter_examples(settings) if e["prediction"] is not None], settings.holdout_fraction > 0
+    )
     if len(examples) < args.min_labels:
         reason = (
-            f"only {len(examples)} labelled example(s) (outcomes joined with a prediction); "
-            f"--min-labels is {args.min_labels}: nothing to learn from yet"
+            f"only {len(examples)} labelled example(s) (untreated outcomes joined with a prediction; "
+            f"{treatment}); --min-labels is {args.min_labels}: nothing to learn from yet"
         )
         log.info(reason)
         return {"tag": None, "promoted": False, "skipped": True, "reason": reason, "evaluation": None}
@@ -123,7 +127,11 @@ def retrain(settings: Settings, args: argparse.Namespace, log) -> dict[str, Any]
     champion_members = load_membership(settings, champion_tag)
     known = trained_on(champion_members, [e["customerID"] for e in window])
     compared = [e for e, k in zip(window, known, strict=True) if not k]
-    excluded = {"excluded_trained_on": int(known.sum()), "membership_unknown": champion_members is None}
+    excluded = {
+        "excluded_trained_on": int(known.sum()),
+        "membership_unknown": champion_members is None,
+        "treatment": treatment,
+    }
     y_window = np.array([int(e["churn"]) for e in compared])
     churners, minimum = int(y_window.sum()), settings.gate_min_class_count
     if min(churners, len(compared) - churners) < minimum:
