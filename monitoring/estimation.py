@@ -99,3 +99,92 @@ def estimate(proba: np.ndarray, predicted: np.ndarray, calibrator: Calibrator) -
         "expected_fn": fn,
         "expected_tn": tn,
     }
+
+
+# --------------------------------------------------------------------------------------------
+# Sampling error: how far a metric on n rows may fall from its expectation by chance alone
+# --------------------------------------------------------------------------------------------
+
+BAND = 3.0  # warn only outside +/- 3 standard errors, the band NannyML draws
+ErrorComponents = dict[str, tuple[float, float]]  # metric -> (reference std, reference fraction)
+
+
+def sampling_error_components(y: np.ndarray, proba: np.ndarray, threshold: float) -> ErrorComponents:
+    """NannyML's recipe (nannyml/sampling_error/binary_classification.py), from reference rows:
+    per metric, the standard deviation of its per-row contributions and the share of rows that
+    contribute. The standard error on n rows is then std / sqrt(n * share) (`sampling_errors`).
+
+    - ROC AUC, as a Mann-Whitney statistic: each positive's share of negatives ranked below it
+      (the minority class taken as positive, as NannyML does); share = the positives' share.
+      NannyML stops there; the negatives' half of the same variance (each negative's share of
+      positives ranked above it: DeLong's other component) is added as "roc_auc_negatives".
+      Without it the band was too narrow: the realized-minus-estimated ROC AUC on 100 outcomes
+      varied with a standard deviation of 0.042 where the positives' half alone said 0.036.
+    - F1: TP rows count 1 and FP/FN rows 0, scaled so that their mean is the F1; share = the TP,
+      FP and FN rows' share.
+    """
+    y, proba = np.asarray(y, int), np.asarray(proba, float)
+    out: ErrorComponents = {}
+    pos_y, pos_p = (1 - y, 1 - proba) if y.mean() > 0.5 else (y, proba)
+    order = np.argsort(pos_p, kind="stable")
+    ranked = pos_y[order]
+    n_pos, n_neg = int(ranked.sum()), int(len(ranked) - ranked.sum())
+    if n_pos and n_neg:
+        below = np.cumsum(1 - ranked)[ranked == 1]  # negatives ranked below each positive
+        above = n_pos - np.cumsum(ranked)[ranked == 0]  # positives ranked above each negative
+        out["roc_auc"] = (float(np.std(below / n_neg)), n_pos / len(ranked))
+        out["roc_auc_negatives"] = (float(np.std(above / n_pos)), n_neg / len(ranked))
+    pred = proba >= threshold
+    tp, fp, fn = int((pred & (y == 1)).sum()), int((pred & (y == 0)).sum()), int((~pred & (y == 1)).sum())
+    if tp + fp + fn:
+        rows = np.concatenate([np.ones(tp), np.zeros(fp + fn)]) * (tp + fp + fn) / (tp + 0.5 * (fp + fn))
+        out["f1"] = (float(np.std(rows)), (tp + fp + fn) / len(y))
+    return out
+
+
+def sampling_errors(components: ErrorComponents, n: int) -> dict[str, float]:
+    """Each metric's standard error on n rows (ROC AUC: both halves, in quadrature)."""
+    out = {m: std / np.sqrt(n * share) for m, (std, share) in components.items() if n and share}
+    negatives = out.pop("roc_auc_negatives", None)
+    if negatives is not None and "roc_auc" in out:
+        out["roc_auc"] = float(np.hypot(out["roc_auc"], negatives))
+    return out
+
+
+@dataclass(frozen=True)
+class EstimateCheck:
+    """Estimated and realized metrics on the same labelled rows, their sampling errors, and the
+    metrics whose difference falls outside +/- BAND of them."""
+
+    estimated: dict[str, float | None]
+    realized: dict[str, float | None]
+    errors: dict[str, float]
+    warnings: list[str]
+
+
+def check_estimate(
+    proba: np.ndarray,
+    predicted: np.ndarray,
+    truth: np.ndarray,
+    calibrator: Calibrator,
+    components: ErrorComponents,
+) -> EstimateCheck:
+    """CBPE on the labelled rows against what those rows realized: a difference outside the
+    sampling-error band means the probabilities no longer mean what they meant where the version
+    was trained (calibration, or the relation between features and churn, moved)."""
+    from churn.evaluation import classification_metrics
+
+    proba, predicted, truth = np.asarray(proba, float), np.asarray(predicted, bool), np.asarray(truth, int)
+    estimated = estimate(proba, predicted, calibrator)
+    realized = classification_metrics(truth, proba, predicted=predicted)
+    errors = sampling_errors(components, len(proba))
+    warnings = []
+    for metric, se in errors.items():
+        r, e = realized.get(metric), estimated.get(metric)
+        if r is not None and e is not None and abs(r - e) > BAND * se:
+            warnings.append(
+                f"estimated {metric} {e:.3f} and realized {r:.3f} on the same {len(proba)} outcomes "
+                f"differ by more than {BAND:g} standard errors ({BAND * se:.3f}): the probabilities no "
+                "longer mean here what they meant where the version was trained"
+            )
+    return EstimateCheck(estimated, realized, errors, warnings)

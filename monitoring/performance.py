@@ -7,7 +7,8 @@ version's training-time metrics and the metrics estimated from its probabilities
 For every version that served predictions in the window (the prediction log), and for a shadow
 candidate (scored beside the current model on the same records): predictions, labelled outcomes,
 realized metrics (null below --min-labels: noise, not a verdict), training metrics, estimated
-metrics, and where estimate and realized disagree by more than ESTIMATE_MARGIN. With a staged
+metrics, and where estimate and realized, on the same labelled rows, disagree by more than BAND
+standard errors of that many rows (monitoring.estimation). With a staged
 candidate, a side-by-side comparison with the current model.
 
 Writes performance_report.json and a self-contained performance_report.html to --output-dir
@@ -36,7 +37,6 @@ from typing import Any, NotRequired, TypedDict
 import numpy as np
 
 from churn.cli import open_unit, positive_int
-from churn.evaluation import classification_metrics
 from churn.feedback import iter_examples, untreated_examples
 from churn.logs import setup_logging
 from churn.model import load_calibration, load_membership, trained_on
@@ -52,15 +52,20 @@ from monitoring.data import (
     parse_since,
     prediction_log_files,
 )
-from monitoring.estimation import Calibrator, estimate, fit_calibrator
+from monitoring.estimation import (
+    BAND,
+    Calibrator,
+    ErrorComponents,
+    check_estimate,
+    estimate,
+    fit_calibrator,
+    sampling_error_components,
+)
 from monitoring.report import point_latest, write_report_folder
 
 REPORT_HTML = "performance_report.html"
 LATEST = "latest-performance"
 MIN_PREDICTIONS = 50  # fewer, and a version gets no estimate either
-# Estimated and realized F1 or ROC AUC further apart than this: the probabilities no longer mean
-# what they meant on the version's test rows (calibration or the feature-churn relation moved).
-ESTIMATE_MARGIN = 0.05
 CHUNKS = 8  # points per version on the report's plots
 SHOWN = ("roc_auc", "f1", "precision", "recall", "log_loss", "brier", "pr_auc")
 
@@ -76,6 +81,8 @@ class ModelPerformance(TypedDict):
     training: dict[str, float | None]
     realized: dict[str, float | None] | None
     estimated: dict[str, float | None] | None
+    estimated_on_labelled: dict[str, float | None] | None
+    sampling_error: dict[str, float] | None  # metric -> standard error on n_labelled rows
     calibration: str  # how the estimate's probabilities were calibrated: isotonic, none, unavailable
     warnings: list[str]
     chunks: list[dict[str, Any]]
@@ -155,12 +162,17 @@ def labelled(settings: Settings, since: dt.datetime | None, treatment: Treatment
     return out
 
 
-def _calibrator(settings: Settings, tag: str) -> tuple[Calibrator, str]:
+def _calibrator(
+    settings: Settings, tag: str, threshold: float
+) -> tuple[Calibrator, str, ErrorComponents | None]:
+    """The version's calibration, how it was made, and its sampling-error components (NannyML's
+    recipe, from the same reference rows; None without them)."""
     frame = load_calibration(settings, tag)
     if frame is None:
-        return Calibrator(None), "unavailable"
-    cal = fit_calibrator(frame["churn_probability"].to_numpy(), frame["churn"].to_numpy().astype(int))
-    return cal, "isotonic" if cal.calibrated else "none"
+        return Calibrator(None), "unavailable", None
+    y, p = frame["churn"].to_numpy().astype(int), frame["churn_probability"].to_numpy()
+    cal = fit_calibrator(p, y)
+    return cal, "isotonic" if cal.calibrated else "none", sampling_error_components(y, p, threshold)
 
 
 def _stamp(ts: float) -> str:
@@ -186,27 +198,28 @@ def evaluate_version(
     churn = np.frombuffer(served.churn, dtype=np.int8).astype(bool)
     order = np.argsort(times, kind="stable")
     times, proba, churn = times[order], proba[order], churn[order]
-    calibrator, how = _calibrator(settings, tag)
+    threshold = float(registry["versions"].get(tag, {}).get("threshold", 0.5))
+    calibrator, how, components = _calibrator(settings, tag, threshold)
     estimated = estimate(proba, churn, calibrator) if len(proba) >= MIN_PREDICTIONS else None
     # Realized metrics leave out the customers this version was fitted on (issue 20.4).
     members = load_membership(settings, tag)
     learned = trained_on(members, outcomes[3]) if outcomes else np.zeros(0, dtype=bool)
     keep = ~learned
     n_labelled = int(keep.sum())
-    realized = None
+    realized, check = None, None
     if outcomes and n_labelled >= min_labels:
-        realized = classification_metrics(
-            np.array(outcomes[2])[keep], np.array(outcomes[0])[keep], predicted=np.array(outcomes[1])[keep]
+        p_l, served_l, truth_l = (np.array(outcomes[i])[keep] for i in range(3))
+        # Estimated and realized on the same rows, judged by the sampling error of that many rows
+        # (from the version's reference rows, or, without them, from these rows themselves).
+        check = check_estimate(
+            p_l,
+            served_l,
+            truth_l,
+            calibrator,
+            components or sampling_error_components(truth_l, p_l, threshold),
         )
-    warnings = []
-    if realized and estimated:
-        for metric in ("f1", "roc_auc"):
-            r, e = realized.get(metric), estimated.get(metric)
-            if r is not None and e is not None and abs(r - e) > ESTIMATE_MARGIN:
-                warnings.append(
-                    f"estimated {metric} {e:.3f} and realized {r:.3f} differ by more than {ESTIMATE_MARGIN}: "
-                    "the probabilities no longer mean here what they meant where the version was trained"
-                )
+        realized = check.realized
+    warnings = check.warnings if check else []
     chunks = []
     for part in np.array_split(np.arange(len(proba)), min(CHUNKS, max(1, len(proba) // MIN_PREDICTIONS))):
         if len(part):
@@ -231,6 +244,9 @@ def evaluate_version(
         "training": {k: training.get(k) for k in SHOWN},
         "realized": _round(realized),
         "estimated": _round(estimated),
+        # CBPE on the labelled rows alone, and the standard errors the warnings are judged by
+        "estimated_on_labelled": _round(check.estimated) if check else None,
+        "sampling_error": _round(check.errors) if check else None,
         "calibration": how,
         "warnings": warnings,
         "chunks": chunks,
@@ -308,7 +324,7 @@ def build_report(settings: Settings, args: argparse.Namespace) -> dict[str, Any]
         "created": created.isoformat(timespec="seconds").replace("+00:00", "Z"),
         "since": since.isoformat() if since else None,
         "min_labels": args.min_labels,
-        "estimate_margin": ESTIMATE_MARGIN,
+        "estimate_band": BAND,  # warnings: estimate and realized further apart than BAND standard errors
         "current": current,
         "candidate": candidate,
         "models": models,
@@ -330,7 +346,7 @@ def render_html(report: dict[str, Any]) -> str:
 
     env = jinja2.Environment(loader=jinja2.PackageLoader("monitoring", "templates"), autoescape=True)
     return env.get_template("performance_report.html.j2").render(
-        report=report, plots=_plots(report), shown=SHOWN, margin=ESTIMATE_MARGIN
+        report=report, plots=_plots(report), shown=SHOWN, band=BAND
     )
 
 
