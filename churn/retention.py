@@ -132,6 +132,10 @@ def apply_retention(settings: Settings, now: float | None = None) -> Pruned:
     for mtime, size, path in _files(settings.feedback_dir, "*.jsonl"):
         if now - mtime > feedback_age:
             _delete(path, size, "feedback", pruned)
+    for folder in ("done", "rejected"):  # ingested or refused outcome files, kept as long as outcomes
+        for mtime, size, path in _files(settings.outcomes_inbox.parent / folder, "*"):
+            if now - mtime > feedback_age:
+                _delete(path, size, "outcome_files", pruned)
     if settings.reports_dir.is_dir():
         latest = {(settings.reports_dir / link).resolve() for link in ("latest", "latest-performance")}
         for folder in settings.reports_dir.iterdir():

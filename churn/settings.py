@@ -161,6 +161,11 @@ class Settings(BaseModel):
         return self.mlops_home / "feedback"
 
     @property
+    def outcomes_inbox(self) -> Path:
+        """The drop folder the scheduled outcomes Job reads (outcomes/done/, outcomes/rejected/ beside)."""
+        return self.mlops_home / "outcomes" / "inbox"
+
+    @property
     def latest_drift_report(self) -> Path:
         """Written by the drift job, read by the service for its drift gauges."""
         return self.reports_dir / "latest" / DRIFT_REPORT_JSON

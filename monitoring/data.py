@@ -157,6 +157,31 @@ class LogScan:
             )
 
 
+def iter_log_lines(paths: list[Path], scan: LogScan) -> Iterator[tuple[int, int, bytes]]:
+    """(file index, byte offset, line) of every complete, non-blank line of `paths`, in file
+    order; counted in `scan`. A file deleted between the listing and the read is skipped and
+    counted (`scan.vanished`); any other unreadable file is an InputError."""
+    for index, path in enumerate(paths):
+        try:
+            fh = open(path, "rb")  # noqa: SIM115 - closed by the with below
+        except FileNotFoundError:
+            scan.vanished += 1  # deleted since the listing: skipped and counted, not an error
+            continue
+        except OSError as exc:
+            raise InputError(f"{path}: unreadable ({exc.strerror or exc})") from None
+        offset = 0
+        try:
+            with fh:
+                for line in fh:
+                    start, offset = offset, offset + len(line)
+                    if not line.endswith(b"\n") or line.isspace():
+                        continue  # blank, or the last line of a file the service is appending to
+                    scan.total += 1
+                    yield index, start, line
+        except OSError as exc:
+            raise InputError(f"{path}: unreadable ({exc.strerror or exc})") from None
+
+
 def iter_prediction_log(
     paths: list[Path], since: dt.datetime | None = None, scan: LogScan | None = None
 ) -> Iterator[tuple[PredictionLine, dt.datetime]]:
@@ -165,30 +190,15 @@ def iter_prediction_log(
     deleted between the listing and the read (`scan.vanished`)."""
     scan = scan if scan is not None else LogScan()
     cutoff = None if since is None else since.astimezone(dt.UTC)
-    for path in paths:
+    for _, _, line in iter_log_lines(paths, scan):
         try:
-            fh = open(path, "rb")  # noqa: SIM115 - closed by the with below
-        except FileNotFoundError:
-            scan.vanished += 1  # deleted since the listing: skipped and counted, not an error
+            entry = decode_line(line)
+            when = line_time(entry)
+        except ValueError:
+            scan.bad += 1
             continue
-        except OSError as exc:
-            raise InputError(f"{path}: unreadable ({exc.strerror or exc})") from None
-        try:
-            with fh:
-                for line in fh:
-                    if not line.strip() or not line.endswith(b"\n"):
-                        continue  # blank, or the last line of a file the service is appending to
-                    scan.total += 1
-                    try:
-                        entry = decode_line(line)
-                        when = line_time(entry)
-                    except ValueError:
-                        scan.bad += 1
-                        continue
-                    if cutoff is None or when >= cutoff:
-                        yield entry, when
-        except OSError as exc:
-            raise InputError(f"{path}: unreadable ({exc.strerror or exc})") from None
+        if cutoff is None or when >= cutoff:
+            yield entry, when
 
 
 def read_prediction_log(

@@ -1,6 +1,7 @@
 """Outcomes come back: store what really happened to scored customers, joined with their predictions.
 
     python -m monitoring.feedback --labels outcomes.csv
+    python -m monitoring.feedback --inbox       (the churn-feedback CronJob: the drop folder)
 
 The CSV is what a CRM exports: `customerID`, `Churn` (Yes/No) and, optionally, `observed_at`
 (ISO 8601; UTC when it has no zone; the ingestion time when the column is absent or the cell is
@@ -18,8 +19,13 @@ matched/unmatched to a prediction); duplicates = outcomes already stored, or rep
 corrected = a new label for a stored outcome; joined_late = earlier outcomes that now found their
 prediction; pending = outcomes still waiting for one; vanished_files = prediction-log files that
 retention deleted during the pass, skipped).
+With --inbox: every CSV in $MLOPS_HOME/outcomes/inbox/ written more than a minute ago (one still
+being copied waits for the next run) is ingested in the same single pass, then moved to
+outcomes/done/; a bad file is moved to outcomes/rejected/ beside a note naming the problem, and
+the run exits 2 after storing the good ones; the JSON adds "files" and "rejected".
 Exit codes: 0 done; 2 bad input (missing column, a label other than Yes/No, a bad time, a customer
-labelled both ways in the file, an empty customerID), with nothing written.
+labelled both ways in the file, an empty customerID), with nothing written (with --inbox: the bad
+files set aside, the good ones stored).
 """
 
 from __future__ import annotations
@@ -28,9 +34,13 @@ import argparse
 import datetime as dt
 import hashlib
 import json
+import os
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
+
+import orjson
 
 from churn.feedback import (
     LabelledExample,
@@ -41,7 +51,8 @@ from churn.feedback import (
     write_examples,
 )
 from churn.logs import setup_logging
-from churn.predictionlog import PredictionLine, customer_of
+from churn.predictionlog import customer_of, decode_line, line_time
+from churn.retention import BUSY_SECONDS
 from churn.schema import ID_COLUMN, LABEL_COLUMN, LABEL_VALUES, read_raw_csv
 from churn.settings import Settings, settings_or_exit
 from churn.utctime import format_time, parse_time
@@ -50,7 +61,7 @@ from monitoring.data import (
     InputError,
     LogScan,
     add_max_bad_fraction,
-    iter_prediction_log,
+    iter_log_lines,
     prediction_log_files,
 )
 
@@ -126,74 +137,128 @@ def read_outcomes(path: Path, now: dt.datetime) -> tuple[list[Outcome], int]:
 
 def join_predictions(
     settings: Settings, wanted: list[tuple[str, dt.datetime]], max_bad_fraction: float
-) -> tuple[list[PredictionLine | None], int]:
+) -> tuple[list[bytes | None], int]:
     """For each (customer, observed time), the latest logged prediction of that customer made
-    before it and within the prediction horizon, or None. One pass over the log; memory holds the
-    outcomes and one candidate line each, whatever the log's size. Also: how many log files
-    vanished (retention) during the pass."""
+    before it and within the prediction horizon (the line as logged), or None; and how many log files vanished
+    (retention) during the pass. One pass over the log: each line is parsed once, and only the
+    lines of wanted customers are looked at further; for each outcome only where its best line
+    is (file, offset) is kept, and those lines are read again at the end. Memory grows with the
+    number of outcomes, never with the log."""
     horizon = dt.timedelta(days=settings.prediction_horizon_days)
     by_customer: dict[str, list[int]] = {}
     for i, (cid, _) in enumerate(wanted):
         by_customer.setdefault(cid, []).append(i)
-    best: list[PredictionLine | None] = [None] * len(wanted)
-    best_time: list[dt.datetime | None] = [None] * len(wanted)
+    best: list[tuple[dt.datetime, int, int] | None] = [None] * len(wanted)  # (time, file, offset)
     scan = LogScan()
     folder = settings.predictions_dir
     paths = prediction_log_files(folder, None) if folder.is_dir() and by_customer else []
-    for line, when in iter_prediction_log(paths, None, scan):
+    for index, offset, raw in iter_log_lines(paths, scan):
+        try:
+            line = decode_line(raw)
+        except ValueError:
+            scan.bad += 1
+            continue
         mine = by_customer.get(customer_of(line))  # type: ignore[arg-type]
         if not mine:
             continue
+        try:
+            when = line_time(line)
+        except ValueError:
+            scan.bad += 1
+            continue
         for i in mine:
-            observed = wanted[i][1]
-            if observed - horizon <= when < observed and (best_time[i] is None or when >= best_time[i]):
-                best[i], best_time[i] = line, when
+            observed, now = wanted[i][1], best[i]
+            if observed - horizon <= when < observed and (now is None or when >= now[0]):
+                best[i] = (when, index, offset)
     scan.check(str(folder), max_bad_fraction)
-    return best, scan.vanished
+    return _read_lines(paths, best), scan.vanished
 
 
-def ingest(settings: Settings, path: Path, max_bad_fraction: float = MAX_BAD_FRACTION) -> dict[str, int]:
-    digest = hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else ""
+def _read_lines(
+    paths: list[Path], where: list[tuple[dt.datetime, int, int] | None]
+) -> list[bytes | None]:
+    """The lines at (file, offset), file by file in offset order, as logged (kept as bytes: a
+    parsed line costs several times its size in memory, and it is stored as it came)."""
+    out: list[bytes | None] = [None] * len(where)
+    wanted = sorted((w[1], w[2], i) for i, w in enumerate(where) if w is not None)
+    current, fh = -1, None
+    try:
+        for index, offset, i in wanted:
+            if index != current:
+                if fh is not None:
+                    fh.close()
+                fh, current = open(paths[index], "rb"), index  # noqa: SIM115 - closed below
+            fh.seek(offset)
+            out[i] = fh.readline().rstrip(b"\n")
+    except FileNotFoundError as exc:  # deleted between the pass and now: those wait for next time
+        raise InputError(f"{exc.filename}: deleted during the join; run it again") from None
+    finally:
+        if fh is not None:
+            fh.close()
+    return out
+
+
+@dataclass(frozen=True)
+class Known:
+    """What ingestion needs of a stored outcome: its label and treatment (not the whole record)."""
+
+    churn: bool
+    treated: bool | None
+
+
+def ingest_files(
+    settings: Settings, paths: list[Path], max_bad_fraction: float = MAX_BAD_FRACTION
+) -> dict[str, int]:
+    """Validate every file first (an InputError names the first bad one; nothing is written),
+    then join them all in one pass over the log and store the new versions in one file."""
     now_dt = dt.datetime.now(dt.UTC)
     now = format_time(now_dt)
-    outcomes, repeated = read_outcomes(path, now_dt)
-    source = f"{path.name} sha256:{digest[:12]}"
+    outcomes: list[tuple[Outcome, str]] = []
     counts = dict.fromkeys(("accepted", "matched", "unmatched", "corrected", "joined_late", "pending"), 0)
-    counts["duplicates"] = repeated
+    counts["duplicates"] = 0
+    digests = []
+    for path in paths:
+        digest = hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else ""
+        rows, repeated = read_outcomes(path, now_dt)
+        counts["duplicates"] += repeated
+        outcomes += [(o, f"{path.name} sha256:{digest[:12]}") for o in rows]
+        digests.append(digest)
     with ingest_lock(settings):
-        stored = {example_key(e): e for e in iter_examples(settings)}
         horizon = dt.timedelta(days=settings.prediction_horizon_days)
-        waiting = [
-            e
-            for e in stored.values()
-            if e["prediction"] is None and now_dt - parse_time(e["observed_at"]) <= horizon
-        ]
+        stored: dict[str, Known] = {}
+        waiting: list[LabelledExample] = []  # unjoined outcomes still inside their horizon
+        for e in iter_examples(settings):
+            stored[example_key(e)] = Known(e["churn"], e.get("treated"))
+            if e["prediction"] is None and now_dt - parse_time(e["observed_at"]) <= horizon:
+                waiting.append(e)
         joined, counts["vanished_files"] = join_predictions(
             settings,
             [(e["customerID"], parse_time(e["observed_at"])) for e in waiting]
-            + [(o.customer, o.observed) for o in outcomes],
+            + [(o.customer, o.observed) for o, _ in outcomes],
             max_bad_fraction,
         )
         new: dict[str, LabelledExample] = {}
-        for example, prediction in zip(waiting, joined[: len(waiting)], strict=True):
-            if prediction is None:
+        for example, raw in zip(waiting, joined[: len(waiting)], strict=True):
+            if raw is None:
                 counts["pending"] += 1
                 continue
-            key = outcome_key(example["customerID"], prediction)
+            key = outcome_key(example["customerID"], decode_line(raw))
             new[key] = example | {  # type: ignore[assignment]
                 "key": key,
-                "prediction": prediction,
+                "prediction": orjson.Fragment(raw),  # stored as logged
                 "ingested_at": now,
                 "supersedes": example_key(example),
             }
             counts["joined_late"] += 1
-        for outcome, prediction in zip(outcomes, joined[len(waiting) :], strict=True):
-            key = outcome_key(outcome.customer, prediction)
-            before = new.get(key) or stored.get(key)
+        for (outcome, source), raw in zip(outcomes, joined[len(waiting) :], strict=True):
+            key = outcome_key(outcome.customer, None if raw is None else decode_line(raw))
+            prediction = None if raw is None else orjson.Fragment(raw)  # stored as logged
+            before = new.get(key)
+            known = Known(before["churn"], before.get("treated")) if before else stored.get(key)
             if (
-                before is not None
-                and before["churn"] == outcome.churn
-                and outcome.treated in (None, before.get("treated"))
+                known is not None
+                and known.churn == outcome.churn
+                and outcome.treated in (None, known.treated)
             ):
                 counts["duplicates"] += 1
                 continue
@@ -206,9 +271,11 @@ def ingest(settings: Settings, path: Path, max_bad_fraction: float = MAX_BAD_FRA
                 "ingested_at": now,
                 "source": source,
                 "prediction": prediction,
-                "treated": outcome.treated if outcome.treated is not None else (before or {}).get("treated"),
+                "treated": outcome.treated
+                if outcome.treated is not None
+                else (known.treated if known else None),
             }
-            if before is not None:
+            if known is not None:
                 counts["corrected"] += 1
                 continue
             counts["accepted"] += 1
@@ -216,15 +283,57 @@ def ingest(settings: Settings, path: Path, max_bad_fraction: float = MAX_BAD_FRA
             counts["pending"] += prediction is None
         if new:
             stamp = now.replace("-", "").replace(":", "").replace(".", "")
-            write_examples(settings, f"{stamp}-{digest[:12]}.jsonl", list(new.values()))
+            tag = hashlib.sha256("".join(digests).encode()).hexdigest()[:12]
+            write_examples(settings, f"{stamp}-{tag}.jsonl", list(new.values()))
     return counts
+
+
+def ingest(settings: Settings, path: Path, max_bad_fraction: float = MAX_BAD_FRACTION) -> dict[str, int]:
+    """One outcomes file (`--labels`)."""
+    return ingest_files(settings, [path], max_bad_fraction)
+
+
+def ingest_inbox(
+    settings: Settings, max_bad_fraction: float = MAX_BAD_FRACTION
+) -> tuple[dict[str, int], list[str]]:
+    """The scheduled Job's run: every CSV in the drop folder older than BUSY_SECONDS (one still
+    being copied waits for the next run) is validated; a bad one is moved to `rejected/` with a
+    note naming the problem, the others are ingested together, then moved to `done/`. With no
+    file, the run still retries the outcomes that wait for their prediction. Returns the counts
+    and the problems (a non-empty list: exit 2, after storing what was good)."""
+    inbox = settings.outcomes_inbox
+    for sub in (inbox, inbox.parent / "done", inbox.parent / "rejected"):
+        sub.mkdir(parents=True, exist_ok=True)
+    cutoff = time.time() - BUSY_SECONDS
+    files = sorted(p for p in inbox.glob("*.csv") if p.is_file() and p.stat().st_mtime <= cutoff)
+    good, problems = [], []
+    for path in files:
+        try:
+            read_outcomes(path, dt.datetime.now(dt.UTC))
+            good.append(path)
+        except InputError as exc:
+            problems.append(str(exc))
+            stamp = format_time(time.time()).replace(":", "")
+            (inbox.parent / "rejected" / f"{stamp}-{path.name}.error.txt").write_text(f"{exc}\n")
+            os.replace(path, inbox.parent / "rejected" / f"{stamp}-{path.name}")
+    counts = ingest_files(settings, good, max_bad_fraction)
+    stamp = format_time(time.time()).replace(":", "")
+    for path in good:
+        os.replace(path, inbox.parent / "done" / f"{stamp}-{path.name}")
+    return counts | {"files": len(good), "rejected": len(problems)}, problems
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="python -m monitoring.feedback", description=__doc__.splitlines()[0]
     )
-    parser.add_argument("--labels", type=Path, required=True, help="CSV: customerID, Churn, [observed_at]")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--labels", type=Path, help="CSV: customerID, Churn, [observed_at], [treated]")
+    source.add_argument(
+        "--inbox",
+        action="store_true",
+        help="ingest every CSV dropped in $MLOPS_HOME/outcomes/inbox/ (the scheduled Job)",
+    )
     add_max_bad_fraction(parser)
     return parser.parse_args(argv)
 
@@ -233,15 +342,21 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     settings = settings_or_exit()
     log = setup_logging(settings, "feedback").getChild("feedback")
+    problems: list[str] = []
     try:
-        counts = ingest(settings, args.labels, args.max_bad_fraction)
+        if args.inbox:
+            counts, problems = ingest_inbox(settings, args.max_bad_fraction)
+        else:
+            counts = ingest(settings, args.labels, args.max_bad_fraction)
     except InputError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    for problem in problems:
+        print(f"error: rejected (moved to outcomes/rejected/): {problem}", file=sys.stderr)
     log.info(
         "outcomes from %s: %d new (%d joined with a prediction, %d not yet), %d corrected, %d joined "
         "late, %d already stored; %d waiting for a prediction",
-        args.labels,
+        args.labels or settings.outcomes_inbox,
         counts["accepted"],
         counts["matched"],
         counts["unmatched"],
@@ -251,7 +366,7 @@ def main(argv: list[str] | None = None) -> int:
         counts["pending"],
     )
     print(json.dumps(counts))
-    return 0
+    return 2 if problems else 0
 
 
 if __name__ == "__main__":

@@ -199,3 +199,39 @@ def test_an_outcome_joins_only_a_prediction_within_the_horizon(tmp_path):
         )
         assert proc.returncode == 0, proc.stderr
         assert {c for c, e in current(home).items() if e["prediction"]} == joined
+
+
+def test_the_scheduled_job_ingests_the_drop_folder_and_sets_bad_files_aside(tmp_path):
+    """Issue 20.7: outcomes are dropped on the volume and the churn-feedback CronJob ingests them,
+    not a command run inside an API pod."""
+    import os
+    import time
+
+    home = tmp_path / "home"
+    log_predictions(home, [("A", T0, "m:1", 0.7), ("B", T0, "m:1", 0.2)])
+    inbox = home / "outcomes" / "inbox"
+    inbox.mkdir(parents=True)
+    good = pd.DataFrame(
+        [("A", "Yes", "2026-11-02T00:00:00Z")], columns=["customerID", "Churn", "observed_at"]
+    )
+    good.to_csv(inbox / "crm-1.csv", index=False)
+    pd.DataFrame([("B", "Maybe")], columns=["customerID", "Churn"]).to_csv(inbox / "crm-2.csv", index=False)
+    pd.DataFrame([("B", "No")], columns=["customerID", "Churn"]).to_csv(inbox / "copying.csv", index=False)
+    old = time.time() - 120
+    for name in ("crm-1.csv", "crm-2.csv"):
+        os.utime(inbox / name, (old, old))  # copied two minutes ago; copying.csv is still being written
+    proc = run_cli("monitoring.feedback", "--inbox", env=state_env(home))
+    assert proc.returncode == 2 and "unknown value 'Maybe'" in proc.stderr
+    counts = last_json_line(proc.stdout)
+    assert (counts["files"], counts["rejected"], counts["accepted"], counts["matched"]) == (1, 1, 1, 1)
+    assert sorted(p.name for p in inbox.iterdir()) == ["copying.csv"]
+    done, rejected = home / "outcomes" / "done", home / "outcomes" / "rejected"
+    assert [p.name.endswith("-crm-1.csv") for p in done.iterdir()] == [True]
+    notes = [p for p in rejected.iterdir() if p.name.endswith(".error.txt")]
+    assert len(notes) == 1 and "Maybe" in notes[0].read_text()
+    assert current(home)["A"]["churn"] is True
+    # nothing new: a run still succeeds (and would retry outcomes waiting for a prediction)
+    os.utime(inbox / "copying.csv", (old, old))
+    again = run_cli("monitoring.feedback", "--inbox", env=state_env(home))
+    assert again.returncode == 0 and last_json_line(again.stdout)["accepted"] == 1
+    assert run_cli("monitoring.feedback", "--inbox", env=state_env(home)).returncode == 0

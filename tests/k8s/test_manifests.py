@@ -54,6 +54,7 @@ COMMON = [
     "CronJob/churn-drift",
     "CronJob/churn-retention",
     "CronJob/churn-retrain",
+    "CronJob/churn-feedback",
     "Job/churn-train",
     "PodDisruptionBudget/churn-api",
     "NetworkPolicy/churn-default-deny",
@@ -141,6 +142,9 @@ def test_minikube_overlay_contract(rendered):
     from monitoring.scheduled import DRIFT_ARGS, PERFORMANCE_ARGS
 
     assert "--alert" in DRIFT_ARGS and "--alert" in PERFORMANCE_ARGS
+    # the outcomes join runs as its own scheduled Job on the drop folder, not in the API pods
+    feedback = docs[("CronJob", "churn-feedback")]["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    assert feedback["containers"][0]["args"] == ["python", "-m", "monitoring.feedback", "--inbox"]
     retrain = docs[("CronJob", "churn-retrain")]["spec"]
     assert retrain["concurrencyPolicy"] == "Forbid"
     assert retrain["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]["args"][:3] == [
