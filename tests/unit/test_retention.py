@@ -146,3 +146,14 @@ def test_predictions_are_kept_at_least_the_label_delay(tmp_path):
         {"MLOPS_HOME": str(tmp_path), "RETENTION_DAYS": "30", "LABEL_DELAY_DAYS": "30"}
     )
     assert settings.label_delay_days == 30
+
+
+def test_ingested_and_rejected_outcome_files_are_kept_as_long_as_outcomes(tmp_path):
+    settings = settings_from_env({"MLOPS_HOME": str(tmp_path), "FEEDBACK_RETENTION_DAYS": "100"})
+    old = aged(tmp_path / "outcomes" / "done" / "20250101T000000Z-crm.csv", 10, 101)
+    refused = aged(tmp_path / "outcomes" / "rejected" / "20250101T000000Z-bad.csv.error.txt", 10, 120)
+    recent = aged(tmp_path / "outcomes" / "done" / "20261101T000000Z-crm.csv", 10, 99)
+    waiting = aged(tmp_path / "outcomes" / "inbox" / "crm.csv", 10, 300)  # not ingested yet: never deleted
+    pruned = apply_retention(settings, now=NOW)
+    assert pruned.files.get("outcome_files") == 2 and not old.exists() and not refused.exists()
+    assert recent.exists() and waiting.exists()
