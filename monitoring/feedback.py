@@ -174,9 +174,7 @@ def join_predictions(
     return _read_lines(paths, best), scan.vanished
 
 
-def _read_lines(
-    paths: list[Path], where: list[tuple[dt.datetime, int, int] | None]
-) -> list[bytes | None]:
+def _read_lines(paths: list[Path], where: list[tuple[dt.datetime, int, int] | None]) -> list[bytes | None]:
     """The lines at (file, offset), file by file in offset order, as logged (kept as bytes: a
     parsed line costs several times its size in memory, and it is stored as it came)."""
     out: list[bytes | None] = [None] * len(where)
