@@ -29,7 +29,7 @@ IMAGE_EXCLUDE := opencv-python numba llvmlite transformers tokenizers huggingfac
 MLSERVER_VENV := .venv-mlserver
 
 .PHONY: help install lock run train registry drift performance retrain demo test test-unit test-integration test-k8s soak bench e2e lint format \
-	bento image docker render checkov checkov-install prometheus-install clean
+	bento image docker render checkov checkov-install prometheus-install clean cluster-build cluster-up cluster-down test-cluster
 
 help: ## list every target
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-18s %s\n", $$1, $$2}'
@@ -70,7 +70,7 @@ retrain: install ## retrain on the data set plus the outcomes; promote only if t
 demo: install ## the model lifecycle on real data, end to end, in a few minutes (state in .mlops-demo/)
 	$(PY) scripts/demo.py
 
-test: install checkov-install prometheus-install image ## the whole test suite: unit, integration, k8s, e2e (builds the image)
+test: install checkov-install prometheus-install image cluster-build ## the whole test suite: unit, integration, k8s, cluster, e2e (builds the image and, once per machine, the control plane)
 	$(PY) -m pytest tests
 
 test-unit: install prometheus-install ## fast unit tests only (the alert rules' tests need promtool)
@@ -97,6 +97,19 @@ soak: install ## 10 minutes at 32 clients against a real server: errors and the 
 
 test-k8s: install checkov-install ## rendered manifests: schema, structure, checkov
 	$(PY) -m pytest tests/k8s
+
+TOPOLOGY ?= minikube
+cluster-build: ## build etcd, kube-apiserver, -controller-manager, -scheduler v1.34.0 and kwok from Go modules, once per machine
+	tools/cluster/build.sh >/dev/null
+
+cluster-up: install ## a real Kubernetes control plane on loopback, nodes played by kwok: make cluster-up [TOPOLOGY=minikube|production]
+	tools/cluster/cluster.sh up $(TOPOLOGY)
+
+cluster-down: ## stop every process cluster-up started and remove its state (.cluster/)
+	tools/cluster/cluster.sh down
+
+test-cluster: install cluster-build ## both overlays on a real control plane (each test starts its own, apart from cluster-up's)
+	$(PY) -m pytest tests/cluster
 
 e2e: install image ## container end-to-end test: the image run as the rendered manifests declare
 	$(PY) -m pytest tests/e2e
