@@ -48,6 +48,7 @@ from tests.support import ROOT
 VERSION = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
 # The image under test: `make image e2e IMAGE=...` passes another tag (the manifests keep theirs).
 IMAGE = os.environ.get("CHURN_IMAGE") or f"churn-service:{VERSION}"
+IMAGE_REPOSITORY = "churn-service"  # the overlay's image name, whatever its tag
 NETAUDIT = Path(__file__).resolve().parent / "netaudit"
 CGROUP_MEMORY = Path("/sys/fs/cgroup/memory/docker")
 
@@ -265,11 +266,24 @@ def image() -> str:
     return IMAGE
 
 
+def use_image(docs: list[dict], image: str) -> None:
+    """Every container of ours runs the image under test (IMAGE / CHURN_IMAGE), not the overlay's
+    tag: otherwise `make e2e IMAGE=...` would run whatever image holds the manifests' tag."""
+    repo = IMAGE_REPOSITORY
+    for doc in docs:
+        spec = doc.get("spec", {})
+        pod = (spec.get("jobTemplate", {}).get("spec", spec)).get("template", {}).get("spec", {})
+        for c in pod.get("initContainers", []) + pod.get("containers", []):
+            if c["image"].split("@")[0].rsplit(":", 1)[0] == repo:
+                c["image"] = image
+
+
 @contextlib.contextmanager
 def fresh_manifests(image: str, audit_dir: Path):
     """The rendered manifests, with a fresh state volume (what the PVC gives a new namespace),
     and everything started on it removed at the end."""
     docs = [d for d in yaml.safe_load_all(render()) if d]
+    use_image(docs, image)
     volume = f"churn-e2e-state-{uuid.uuid4().hex[:8]}"
     docker("volume", "create", volume)
     audit_dir.chmod(0o777)  # written by the containers' user, 1034
