@@ -16,6 +16,7 @@ from tests.k8s.conftest import KUBECTL
 from tests.support import ROOT
 
 CLUSTER_SH = ROOT / "tools" / "cluster" / "cluster.sh"
+BUILD_SH = ROOT / "tools" / "cluster" / "build.sh"
 NS = "churn-mlops"
 # How a test says that the program in a Job's pod has ended, and with which exit code (kwok's
 # pod-complete and pod-fail stages, tools/cluster/kwok.yaml); and that a pod never becomes ready.
@@ -30,10 +31,11 @@ class KubectlError(AssertionError):
 
 
 class Kube:
-    def __init__(self, cluster_dir: Path, topology: str):
+    def __init__(self, cluster_dir: Path, topology: str, custom_kinds: str = ""):
         self.dir = cluster_dir
         self.topology = topology
         self.kubeconfig = cluster_dir / "kubeconfig"
+        self.custom_kinds = custom_kinds  # those of installed CRDs, for reset()
 
     def run(self, *args: str, check: bool = True, stdin: str | None = None, timeout: float = 120):
         proc = subprocess.run(
@@ -89,7 +91,8 @@ class Kube:
         unprotect = '{"metadata": {"finalizers": null}}'
         self.run("patch", "-n", NS, "pvc/churn-state", "--type=merge", "-p", unprotect, check=False)
         self.run(*delete, "pvc", "--wait=true", "--timeout=60s", timeout=90)
-        self.run(*delete, "configmaps,secrets,pdb,networkpolicies,events", "--wait=false", timeout=90)
+        kinds = ",".join(filter(None, ["configmaps,secrets,pdb,networkpolicies,events", self.custom_kinds]))
+        self.run(*delete, kinds, "--wait=false", timeout=90)
         self.run("delete", "pv", "--all", "--wait=true", "--timeout=60s", timeout=90)
         topology = ROOT / "tools" / "cluster" / "topologies" / f"{self.topology}.yaml"
         self.run("apply", "-f", str(topology))
