@@ -30,7 +30,7 @@ IMAGE_EXCLUDE := opencv-python scikit-image networkx imageio tifffile lazy-loade
 MLSERVER_VENV := .venv-mlserver
 
 .PHONY: help install lock run train registry drift performance retrain demo test test-unit test-integration test-k8s soak bench e2e lint format \
-	bento image docker render checkov checkov-install prometheus-install clean cluster-build cluster-up cluster-down test-cluster
+	bento image docker render checkov checkov-install prometheus-install clean cluster-build cluster-up cluster-down test-cluster release-check
 
 help: ## list every target
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-18s %s\n", $$1, $$2}'
@@ -140,8 +140,12 @@ image: bento docker ## bentoml containerize -> churn-service:$(VERSION) (prints 
 	docker image inspect $(IMAGE) --format '$(IMAGE): {{.Size}} bytes, base '"$$base"
 
 OVERLAY ?= minikube
-render: install ## print a rendered overlay: make render [OVERLAY=minikube|production] (never committed)
+render: install ## print a rendered overlay: make render [OVERLAY=minikube|production] (production: only once release-check passes)
+	@if [ "$(OVERLAY)" = production ]; then $(PY) scripts/release_check.py kustomize/overlays/production >&2; fi
 	$(VENV)/bin/kubectl kustomize kustomize/overlays/$(OVERLAY)
+
+release-check: install ## refuse the production overlay while it names placeholders (image digest, storage class)
+	$(PY) scripts/release_check.py kustomize/overlays/production
 
 $(CHECKOV_VENV)/.installed:
 	python3 -m venv $(CHECKOV_VENV)
