@@ -1,7 +1,8 @@
 """Reading models from the BentoML model store: the one place that knows how a model is stored.
 
-The store is opened at `$BENTOML_HOME/models` from the settings, explicitly, so that a process
-whose BentoML was configured before the settings were read still reads the volume's store.
+The store is opened at MODEL_STORE (default `$BENTOML_HOME/models`) from the settings, explicitly,
+so that a process whose BentoML was configured before the settings were read still reads the
+volume's store, and each server can have a BENTOML_HOME of its own.
 """
 
 from __future__ import annotations
@@ -77,7 +78,21 @@ def warm_imports() -> None:
 def model_store(settings: Settings):
     from bentoml._internal.models import ModelStore  # the store class BentoML's own API wraps
 
-    return ModelStore(str(settings.bentoml_home_path / "models"))
+    return ModelStore(str(settings.model_store_path))
+
+
+def save_to_store(settings: Settings, name: str, pipeline: Any, **options: Any) -> bentoml.Model:
+    """bentoml.sklearn.save_model into MODEL_STORE. BentoML's save functions take no store argument
+    and write to its default one, `$BENTOML_HOME/models`, which in the manifests is each pod's own
+    /tmp: the default is pointed at MODEL_STORE for the call."""
+    import bentoml.sklearn
+    from bentoml._internal.configuration.containers import BentoMLContainer
+
+    BentoMLContainer.model_store.set(model_store(settings))
+    try:
+        return bentoml.sklearn.save_model(name, pipeline, **options)
+    finally:
+        BentoMLContainer.model_store.reset()
 
 
 def get_store_model(settings: Settings, tag: str) -> bentoml.Model:

@@ -22,6 +22,7 @@ LOG_LEVELS = ("CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG")
 ENV_VARS: dict[str, str] = {
     "MLOPS_HOME": "mlops_home",
     "BENTOML_HOME": "bentoml_home",
+    "MODEL_STORE": "model_store",
     "MODEL_NAME": "model_name",
     "LOG_LEVEL": "log_level",
     "RELOAD_INTERVAL_SECONDS": "reload_interval_seconds",
@@ -55,6 +56,10 @@ class Settings(BaseModel):
 
     mlops_home: Path = Path(".mlops")
     bentoml_home: Path | None = None
+    # The versioned models, shared by every program. Apart from BENTOML_HOME, which each server
+    # must have to itself (every start empties its prometheus_multiproc_dir): the manifests put
+    # BENTOML_HOME on the pod's own /tmp and the store on the volume.
+    model_store: Path | None = None
     model_name: str = Field("churn_model", pattern=r"^[a-z0-9][a-z0-9_.-]{0,62}$")
     log_level: str = "INFO"
     # How often each server re-reads the registry (hot reload: 30 s is the promise, 5 s leaves room)
@@ -102,6 +107,10 @@ class Settings(BaseModel):
         return self.bentoml_home or self.mlops_home / "bentoml"
 
     @property
+    def model_store_path(self) -> Path:
+        return self.model_store or self.bentoml_home_path / "models"
+
+    @property
     def registry_path(self) -> Path:
         return self.mlops_home / "registry.json"
 
@@ -132,20 +141,27 @@ class Settings(BaseModel):
         return self.reports_dir / "latest-performance" / PERFORMANCE_REPORT_JSON
 
     def ensure_dirs(self) -> None:
-        """Create the state folders and prove they are writable, naming the variable if not."""
-        for var, path in (("MLOPS_HOME", self.mlops_home), ("BENTOML_HOME", self.bentoml_home_path)):
+        """Create every folder the programs write to and prove each writable, naming the folder and
+        the user if not: on shared storage that ignores fsGroup (many ReadWriteMany drivers), the
+        volume's owner is the first thing to check, and Pod Security forbids a root `chown`."""
+        subs = (self.logs_dir, self.predictions_dir, self.reports_dir, self.feedback_dir)
+        folders = [
+            ("MLOPS_HOME", self.mlops_home, self.mlops_home),
+            ("BENTOML_HOME", self.bentoml_home_path, self.bentoml_home_path),
+            ("MODEL_STORE", self.model_store_path, self.model_store_path),
+        ] + [("MLOPS_HOME", self.mlops_home, sub) for sub in subs]
+        for var, value, path in folders:
             try:
                 path.mkdir(parents=True, exist_ok=True)
                 probe = path / f".write-test-{os.getpid()}"
                 probe.write_bytes(b"")
                 probe.unlink()
             except OSError as exc:
-                raise SettingsError(f"{var}={path}: not a writable folder ({exc.strerror or exc})") from None
-        for sub in (self.logs_dir, self.predictions_dir, self.reports_dir, self.feedback_dir):
-            try:
-                sub.mkdir(parents=True, exist_ok=True)
-            except OSError:
-                pass  # a read-only sub-folder is reported by the part that writes there
+                raise SettingsError(
+                    f"{var}={value}: not a writable folder: {path} for uid {os.getuid()} gid {os.getgid()} "
+                    f"({exc.strerror or exc}); the volume must be writable by that user "
+                    "(docs/kubernetes.md, Storage)"
+                ) from None
 
     def export_bentoml_home(self) -> None:
         """Point BentoML at the store on the volume; must run before bentoml reads its config."""
@@ -167,6 +183,7 @@ def settings_from_env(env: Mapping[str, str]) -> Settings:
         update={
             "mlops_home": settings.mlops_home.expanduser().absolute(),
             "bentoml_home": settings.bentoml_home_path.expanduser().absolute(),
+            "model_store": settings.model_store_path.expanduser().absolute(),
         }
     )
 

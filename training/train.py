@@ -178,11 +178,10 @@ def save_and_register(
     """Save to the store, check the saved model reproduces its test predictions, register.
     `decision` (promoted, reason) overrides the registry's own policy (retraining's gate);
     `details` go into the registry history with the registration."""
-    import bentoml
+    from churn.model import CALIBRATION_KEY, REFERENCE_KEY, load_model, save_to_store
 
-    from churn.model import CALIBRATION_KEY, REFERENCE_KEY, load_model
-
-    bento_model = bentoml.sklearn.save_model(
+    bento_model = save_to_store(
+        settings,
         settings.model_name,
         result.pipeline,
         signatures={"predict_proba": {"batchable": True, "batch_dim": 0}},
@@ -193,7 +192,7 @@ def save_and_register(
         custom_objects={REFERENCE_KEY: result.reference, CALIBRATION_KEY: result.calibration},
     )
     tag = str(bento_model.tag)
-    log.info("saved %s to %s", tag, settings.bentoml_home_path / "models")
+    log.info("saved %s to %s", tag, settings.model_store_path)
 
     # Smoke-load from the store, as the API will, and check it reproduces the test predictions.
     loaded = load_model(settings, tag)
