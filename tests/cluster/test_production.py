@@ -72,8 +72,12 @@ def zones(kube: Kube, pods: list[dict]) -> collections.Counter:
 
 def test_applied_with_its_crds_the_autoscaler_resolves_and_pods_spread_over_zones(production, tmp_path):
     deploy(production, tmp_path)
-    for kind, name in (("podmonitor", "churn-api"), ("prometheusrule", "churn")):
-        assert production.get(f"{kind}/{name}")["metadata"]["name"] == name
+    # what kube-prometheus-stack's default selectors (release: <its Helm release>) pick up
+    selected = production.items("podmonitors,prometheusrules", "release=kube-prometheus-stack")
+    assert sorted((o["kind"], o["metadata"]["name"]) for o in selected) == [
+        ("PodMonitor", "churn-api"),
+        ("PrometheusRule", "churn"),
+    ]
     hpa = until(
         "the autoscaler to resolve its target",
         lambda: [
