@@ -17,6 +17,7 @@ import json
 import logging
 import os
 import sys
+import time
 import uuid
 from typing import Any
 
@@ -34,7 +35,7 @@ from starlette.routing import Route
 
 from churn.jsonio import json_bytes, json_loads
 from churn.logs import setup_logging
-from churn.metrics import serving_metrics
+from churn.metrics import grpc_metrics, serving_metrics
 from churn.schema import RecordValidationError, parse_predict_request
 from churn.serving import (
     HolderStatus,
@@ -355,6 +356,26 @@ GRPC_CALL = "/bentoml.grpc.v1.BentoService/Call"
 GRPC_SERVICE_NAMES = ("", "bentoml.grpc.v1.BentoService")
 
 
+def _record_grpc_call(api_name: str, code: grpc.StatusCode, seconds: float) -> None:
+    from bentoml._internal.configuration.containers import BentoMLContainer
+    from bentoml.grpc.utils import to_http_status
+
+    metrics = grpc_metrics(tuple(BentoMLContainer.duration_buckets.get()))
+    # Only the service's own API names: a label per name a client makes up would grow without bound.
+    labels = {
+        "api_name": api_name if api_name in svc.apis else "unknown",
+        "grpc_code": code.name,
+        "http_response_code": str(to_http_status(code)),
+    }
+    metrics.requests.labels(**labels).inc()
+    metrics.duration.labels(**labels).observe(seconds)
+
+
+def _context_code(context: Any) -> grpc.StatusCode | None:
+    code = getattr(context, "code", None)
+    return code() if callable(code) else None
+
+
 class ChurnGrpcInterceptor(grpc.aio.ServerInterceptor):
     async def intercept_service(self, continuation, handler_call_details):
         if handler_call_details.method == GRPC_HEALTH_CHECK:
@@ -364,6 +385,24 @@ class ChurnGrpcInterceptor(grpc.aio.ServerInterceptor):
             inner = handler.unary_unary
 
             async def call(request, context):
+                started, code = time.perf_counter(), grpc.StatusCode.OK
+                try:
+                    response = await _call(request, context)
+                    code = _context_code(context) or grpc.StatusCode.OK  # set_code() without abort
+                    return response
+                except grpc.aio.AbortError:  # context.abort(): the code is on the context
+                    code = _context_code(context) or grpc.StatusCode.UNKNOWN
+                    raise
+                except asyncio.CancelledError:  # the client went away or its deadline passed
+                    code = grpc.StatusCode.CANCELLED
+                    raise
+                except Exception:  # grpc answers an unhandled exception with UNKNOWN
+                    code = grpc.StatusCode.UNKNOWN
+                    raise
+                finally:
+                    _record_grpc_call(request.api_name, code, time.perf_counter() - started)
+
+            async def _call(request, context):
                 if request.api_name not in svc.apis:
                     await context.abort(
                         grpc.StatusCode.INVALID_ARGUMENT,

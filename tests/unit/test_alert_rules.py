@@ -38,6 +38,15 @@ def test_rules_pass_their_unit_tests():
         ("> 0.05", "> 0.5"),  # an error-ratio threshold too lax to see 10 % failures
         ("== 0\n        for: 2m", "== 0\n        for: 10m"),  # the no-model alert too slow
         ("> 8 * 3600", "> 24 * 3600"),  # a stale drift report unnoticed
+        # gRPC read from BentoML's own series, recorded before the handler (every call 200, ~0 s)
+        (
+            'churn_grpc_requests_total{api_name="predict", http_response_code=~"5.."}',
+            'bentoml_api_server_request_total{api_name="predict", http_response_code=~"5.."}',
+        ),
+        (
+            'churn_grpc_request_duration_seconds_bucket{api_name="predict"}',
+            'bentoml_api_server_request_duration_seconds_bucket{api_name="predict"}',
+        ),
     ],
 )
 def test_the_unit_tests_catch_a_weakened_rule(tmp_path, old, new):
