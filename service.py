@@ -35,7 +35,7 @@ from starlette.routing import Route
 
 from churn.jsonio import json_bytes, json_loads
 from churn.logs import setup_logging
-from churn.metrics import grpc_metrics, serving_metrics
+from churn.metrics import accept_balancing_gauge, grpc_metrics, serving_metrics
 from churn.schema import RecordValidationError, parse_predict_request
 from churn.serving import (
     HolderStatus,
@@ -46,7 +46,7 @@ from churn.serving import (
     openapi_request_model,
 )
 from churn.settings import load_settings, settings_from_env
-from churn.tuning import balance_http_workers
+from churn.tuning import balance_http_workers, check_http_balancing
 
 log = logging.getLogger("churn.service")
 
@@ -105,19 +105,21 @@ class ChurnRunnable(bentoml.legacy.Runnable):
         return self.holder.status()
 
 
-# BentoML's HTTP worker imports this module before its server starts: from then on, each wake-up of
-# its event loop accepts one connection, so that a burst of clients is shared by the workers
-# (churn/tuning.py). In any other process importing it, this does nothing.
-balance_http_workers()
+def _api_workers() -> int:
+    """The API worker count BentoML starts: api_server.workers, or one per CPU of the limit."""
+    from bentoml._internal.configuration.containers import BentoMLContainer
 
-# BentoML needs the runner object when it imports this module, so its placement (embedded in the
-# API workers, or remote runner processes) is the one setting read at import. A bad value stops
+    return int(BentoMLContainer.api_server_workers.get())
+
+
+# Two settings are read when BentoML imports this module, before its server starts: the runner's
+# placement (BentoML needs the runner object now) and the HTTP workers' accept balancing (each
+# wake-up of the worker's event loop then accepts one connection, so that a burst of clients is
+# shared by the workers: churn/tuning.py; in any other process it does nothing). A bad value stops
 # the server with the same one-line error as any other setting.
-runner = bentoml.legacy.Runner(
-    ChurnRunnable,
-    name="churn_runner",
-    embedded=settings_from_env(os.environ).runner_embedded,
-)
+_import_settings = settings_from_env(os.environ)
+balance_http_workers(_import_settings.http_accept_balancing, _api_workers())
+runner = bentoml.legacy.Runner(ChurnRunnable, name="churn_runner", embedded=_import_settings.runner_embedded)
 svc = bentoml.legacy.Service("churn_service", runners=[runner])
 
 
@@ -126,6 +128,12 @@ def _startup(_ctx: bentoml.Context) -> None:
     settings = load_settings()
     setup_logging(settings, "api", stream=sys.stdout)
     log.info("API worker started (MLOPS_HOME=%s, model name %s)", settings.mlops_home, settings.model_name)
+    try:
+        balancing = check_http_balancing(asyncio.get_running_loop())
+    except RuntimeError:  # no running loop: nothing was patched to act on
+        balancing = check_http_balancing(None)
+    log.info("HTTP accept balancing: %s (%s)", "on" if balancing.active else "off", balancing.reason)
+    accept_balancing_gauge().set(int(balancing.active))
 
 
 # ------------------------------------------------------------------------------------------------

@@ -65,6 +65,19 @@ def grpc_metrics(buckets: tuple[float, ...]) -> GrpcMetrics:
 
 
 @lru_cache(maxsize=1)
+def accept_balancing_gauge() -> Any:
+    """Gauge churn_http_accept_balancing: 1 when every live HTTP worker balances its accepts
+    (churn/tuning.py), else 0."""
+    import prometheus_client as prom
+
+    return prom.Gauge(
+        "churn_http_accept_balancing",
+        "1 when the HTTP workers' accept balancing is on (churn/tuning.py), else 0",
+        multiprocess_mode="livemin",
+    )
+
+
+@lru_cache(maxsize=1)
 def serving_metrics() -> ServingMetrics:
     import prometheus_client as prom
 
