@@ -265,7 +265,8 @@ async def predict(body: Any, ctx: bentoml.Context | None = None) -> dict[str, An
     if isinstance(body, _ClientError):
         return _client_error(ctx, body)
     try:
-        if isinstance(body, dict) and len(body.get("instances") or ()) > OFF_LOOP_RECORDS:
+        instances = body.get("instances") if isinstance(body, dict) else None
+        if isinstance(instances, list) and len(instances) > OFF_LOOP_RECORDS:
             records, ids = await _off_loop(parse_predict_request, body)
         else:
             records, ids = parse_predict_request(body)
@@ -299,9 +300,11 @@ async def predict(body: Any, ctx: bentoml.Context | None = None) -> dict[str, An
 
 async def _runner_status() -> tuple[HolderStatus | None, str | None]:
     """The model holder's status, or (None, why) when it does not answer. An embedded holder is
-    asked in this process, beside the prediction queue (in a thread: with no model held, a status
-    call may load one); a remote runner process through the runner."""
+    asked in this process, beside the prediction queue (in a thread when it holds no model: then a
+    status call may load one); a remote runner process through the runner."""
     holder = _local_holder
+    if holder is not None and holder.serving.current is not None:
+        return holder.status(), None  # reads memory only: a holder with a model never refreshes here
     try:
         asked = asyncio.to_thread(holder.status) if holder is not None else runner.status.async_run()
         return await asyncio.wait_for(asked, STATUS_TIMEOUT_SECONDS), None
