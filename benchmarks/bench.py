@@ -119,6 +119,10 @@ def hey(url: str, body: bytes, clients: int, seconds: float, *flags: str) -> dic
     os.unlink(fh.name)
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
     lat = {q: float(s) * 1000 for q, s in re.findall(r"(\d+)%% in ([\d.]+) secs".replace("%%", "%"), out)}
+    # hey prints no 99 % line below 100 answers (a short or slow load): the slowest answer stands in.
+    slowest = re.search(r"Slowest:\s+([\d.]+) secs", out)
+    if "99" not in lat and slowest:
+        lat["99"] = float(slowest.group(1)) * 1000
     codes = {int(c): int(n) for c, n in re.findall(r"\[(\d+)\]\s+(\d+) responses", out)}
     errors = sum(n for c, n in codes.items() if c != 200)
     err_block = out.split("Error distribution:")[1] if "Error distribution:" in out else ""
