@@ -55,7 +55,7 @@ STATUS_TIMEOUT_SECONDS = 3.0
 RUNNER_TIMEOUT_SECONDS = 5.0
 # A large request's JSON parsing, validation and answer are done in a thread, one request at a time
 # per worker, not on the event loop: 48 clients sending 5,000-record requests kept the loop 85 %
-# busy with them, and /health took 2-4 s (tests/integration/test_probes.py). Small requests stay on
+# busy with them, and /health took 2-5 s (tests/integration/test_probes.py). Small requests stay on
 # the loop, where they cost less than a thread's hand-off.
 OFF_LOOP_BYTES = 64 * 1024
 OFF_LOOP_RECORDS = 100
