@@ -5,6 +5,7 @@ status and the duration before the handler runs: every call counted as 200, in a
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -146,54 +147,64 @@ def _prometheus(tmp_path, targets: dict[str, int]) -> tuple[subprocess.Popen, in
         stderr=subprocess.DEVNULL,
         start_new_session=True,
     )
-    wait_for(lambda: _reachable(f"http://127.0.0.1:{port}/-/ready"), 60, what="Prometheus")
+    try:
+        wait_for(lambda: _reachable(f"http://127.0.0.1:{port}/-/ready"), 60, what="Prometheus")
+    except BaseException:
+        _stop(proc)
+        raise
     return proc, port
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(30)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(10)
 
 
 def test_grpc_error_and_latency_alerts_fire_from_real_servers(home, tmp_path):
     """One gRPC server holds no model (every prediction UNAVAILABLE, a 5xx); another answers slow
     10,000-record calls. The real Prometheus sees each alert fire for its server."""
-    empty = tmp_path / "empty"
-    failing = Server("grpc", empty, tmp_path).start()
-    slow = Server("grpc", home, tmp_path).start()
-    prom, port = _prometheus(
-        tmp_path, {"churn-api-grpc-failing": failing.metrics_port, "churn-api-grpc-slow": slow.metrics_port}
-    )
-    errors = AlertWatch(port, "ChurnHighErrorRatio", ("churn-api-grpc-failing", "churn-api-grpc-slow"))
-    latency = AlertWatch(port, "ChurnHighLatencyP99", ("churn-api-grpc-failing", "churn-api-grpc-slow"))
-    request, ping = _slow_request(), _ping()
-    loads = [
-        LoadClients(2, lambda i, n: _call(failing, ping), ok=("UNAVAILABLE",)),
-        LoadClients(4, lambda i, n: _call(slow, request)),
-    ]
-    try:
+    jobs = ("churn-api-grpc-failing", "churn-api-grpc-slow")
+    with contextlib.ExitStack() as cleanup:  # whatever started is stopped, even if a start fails
+        failing = Server("grpc", tmp_path / "empty", tmp_path)
+        cleanup.callback(failing.stop)
+        slow = Server("grpc", home, tmp_path)
+        cleanup.callback(slow.stop)
+        failing.start()
+        slow.start()
+        prom, port = _prometheus(
+            tmp_path, dict(zip(jobs, (failing.metrics_port, slow.metrics_port), strict=True))
+        )
+        cleanup.callback(_stop, prom)
+        errors = AlertWatch(port, "ChurnHighErrorRatio", jobs)
+        latency = AlertWatch(port, "ChurnHighLatencyP99", jobs)
+        cleanup.callback(errors.stop.set)
+        cleanup.callback(latency.stop.set)
+        request, ping = _slow_request(), _ping()
+        loads = [
+            LoadClients(2, lambda i, n: _call(failing, ping), ok=("UNAVAILABLE",)),
+            LoadClients(4, lambda i, n: _call(slow, request)),
+        ]
+        for load in loads:
+            cleanup.callback(load.stop, 120)
         wait_for(lambda: _call(slow, ping) == "OK", 60, what="serving")
         errors.start()
         latency.start()
         for load in loads:
             load.start()
         wait_for(
-            lambda: (
-                errors.now()["churn-api-grpc-failing"] == "firing"
-                and latency.now()["churn-api-grpc-slow"] == "firing"
-            ),
+            lambda: errors.now()[jobs[0]] == "firing" and latency.now()[jobs[1]] == "firing",
             90,
             interval=1,
             what="ChurnHighErrorRatio for the failing server and ChurnHighLatencyP99 for the slow one",
         )
         print(f"\nChurnHighErrorRatio: {errors.history}; ChurnHighLatencyP99: {latency.history}")
         # each alert for its own server only
-        assert errors.now()["churn-api-grpc-slow"] == "inactive"
-        assert latency.now()["churn-api-grpc-failing"] == "inactive"
-    finally:
-        for load in loads:
-            load.stop(120)
-        errors.stop.set()
-        latency.stop.set()
-        os.killpg(prom.pid, signal.SIGTERM)
-        prom.wait(30)
-        failing.stop()
-        slow.stop()
+        assert errors.now()[jobs[1]] == "inactive"
+        assert latency.now()[jobs[0]] == "inactive"
     for load in loads:
         load.check()
     assert loads[0].failures == [] and loads[1].failures == []

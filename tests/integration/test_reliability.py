@@ -377,38 +377,43 @@ def test_sigterm_lets_in_flight_requests_finish(home, tmp_path):
     """SIGTERM while the server itself reports the requests in progress: each is answered 200
     after the signal, then the server exits 0."""
     srv = Server("http", home, tmp_path, workers=2).start()
-    wait_for(lambda: http("GET", srv.url + "/ready")[0] == 200, 60, what="ready")
-    n = 6
-    big = json.dumps({"instances": RECORDS * 20}).encode()  # 10,000 records: long enough to be in flight
-    answers: list[tuple[float, object]] = []  # (answered at, status or error)
+    try:
+        wait_for(lambda: http("GET", srv.url + "/ready")[0] == 200, 60, what="ready")
+        n = 6
+        big = json.dumps({"instances": RECORDS * 20}).encode()  # 10,000 records: long enough to be in flight
+        answers: list[tuple[float, object]] = []  # (answered at, status or error)
 
-    def one():
-        try:
-            status = http("POST", srv.url + "/predict", raw=big, timeout=60)[0]
-        except Exception as exc:  # noqa: BLE001 - a dropped request is what this test looks for
-            status = type(exc).__name__
-        answers.append((time.monotonic(), status))
+        def one():
+            try:
+                status = http("POST", srv.url + "/predict", raw=big, timeout=60)[0]
+            except Exception as exc:  # noqa: BLE001 - a dropped request is what this test looks for
+                status = type(exc).__name__
+            answers.append((time.monotonic(), status))
 
-    threads = [threading.Thread(target=one) for _ in range(n)]
-    for t in threads:
-        t.start()
-    wait_for(lambda: _in_progress(srv) >= n or answers, 30, interval=0.01, what="the requests in progress")
-    in_flight = _in_progress(srv)
-    signalled = time.monotonic()
-    os.kill(srv.proc.pid, signal.SIGTERM)
-    for t in threads:
-        t.join(60)
-    srv.proc.wait(60)
-    after = sorted(round(at - signalled, 2) for at, _ in answers)
-    print(
-        f"\nSIGTERM with {in_flight:.0f} x 10,000-record requests in progress: "
-        f"{sorted(str(s) for _, s in answers)}, answered {after} s after the signal; "
-        f"exit code {srv.proc.returncode}"
-    )
-    assert in_flight >= n, "the signal must come while the server handles every request"
-    assert [s for _, s in answers] == [200] * n
-    assert all(at > signalled for at, _ in answers), "answered before the signal: not in flight"
-    assert srv.proc.returncode == 0  # a clean exit, not a crash
+        threads = [threading.Thread(target=one) for _ in range(n)]
+        for t in threads:
+            t.start()
+        wait_for(
+            lambda: _in_progress(srv) >= n or answers, 30, interval=0.01, what="the requests in progress"
+        )
+        in_flight = _in_progress(srv)
+        signalled = time.monotonic()
+        os.kill(srv.proc.pid, signal.SIGTERM)
+        for t in threads:
+            t.join(60)
+        srv.proc.wait(60)
+        after = sorted(round(at - signalled, 2) for at, _ in answers)
+        print(
+            f"\nSIGTERM with {in_flight:.0f} x 10,000-record requests in progress: "
+            f"{sorted(str(s) for _, s in answers)}, answered {after} s after the signal; "
+            f"exit code {srv.proc.returncode}"
+        )
+        assert in_flight >= n, "the signal must come while the server handles every request"
+        assert [s for _, s in answers] == [200] * n
+        assert all(at > signalled for at, _ in answers), "answered before the signal: not in flight"
+        assert srv.proc.returncode == 0  # a clean exit, not a crash
+    finally:
+        srv.stop()  # nothing left running if the test fails before its SIGTERM
 
 
 def test_corrupt_model_files_are_reported_not_served_and_rollback_restores(tmp_path):
