@@ -406,6 +406,14 @@ def build_response(result: ScoreResult, ids: list[Any]) -> dict[str, Any]:
     }
 
 
+# A shadow candidate is scored by the log writer for what arrives within this window (or up to this
+# many records), in one call: a candidate the fast path refuses costs ~4 ms a call through the
+# sklearn pipeline whatever the number of records, and scored request by request it took the
+# interpreter from the requests (one client, one record: median 2.0 -> 9.9 ms).
+SHADOW_BATCH_SECONDS = 0.1
+SHADOW_BATCH_RECORDS = 5_000
+
+
 class PredictionLog:
     """Append-only JSON-lines log of served predictions, under `$MLOPS_HOME/predictions/`.
 
@@ -489,17 +497,56 @@ class PredictionLog:
             item = self._queue.get()
             if item is None:
                 break
-            n = len(item[3])
+            batch = [item]
+            if item[5] is not None:  # a shadow: what arrives in the next moment is scored with it
+                batch, stop = self._gather(batch)
+            else:
+                stop = False
+            for it in batch:
+                n = len(it[3])
+                try:
+                    self._write(*it)
+                except Exception:
+                    self._drop(n)
+                    self._close()
+                finally:
+                    with self._count_lock:
+                        self._queued -= n
+                        if self._queued == 0:
+                            self._idle.set()
+            if stop:
+                break
+
+    def _gather(self, batch: list[tuple]) -> tuple[list[tuple], bool]:
+        """The items queued within SHADOW_BATCH_SECONDS, their shadow scored in one call per
+        candidate (the items then carry the scores instead of the model). True: stop after."""
+        deadline = time.monotonic() + SHADOW_BATCH_SECONDS
+        records, stop = len(batch[0][3]), False
+        while records < SHADOW_BATCH_RECORDS:
             try:
-                self._write(*item)
-            except Exception:
-                self._drop(n)
-                self._close()
-            finally:
-                with self._count_lock:
-                    self._queued -= n
-                    if self._queued == 0:
-                        self._idle.set()
+                item = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                break
+            if item is None:
+                stop = True
+                break
+            batch.append(item)
+            records += len(item[3])
+        out = []
+        for shadow in {id(it[5]): it[5] for it in batch if it[5] is not None}.values():
+            mine = [it for it in batch if it[5] is shadow]
+            try:
+                proba, churn = scored(shadow, [r for it in mine for r in it[3]])
+            except Exception:  # a candidate that fails to score: its records are logged without it
+                log.exception("shadow scoring failed")
+                continue
+            start = 0
+            for it in mine:
+                end = start + len(it[3])
+                out.append((id(it), (shadow.tag, proba[start:end], churn[start:end])))
+                start = end
+        scores = dict(out)
+        return [(*it[:5], scores.get(id(it))) for it in batch], stop
 
     def _write(
         self,
@@ -508,12 +555,12 @@ class PredictionLog:
         result: ScoreResult,
         records: list[dict],
         ids: list[Any],
-        shadow: LoadedModel | None,
+        shadow: tuple[str, np.ndarray, np.ndarray] | None,
     ) -> None:
+        """`shadow`: the candidate's tag, probabilities and labels for these records."""
         when = dt.datetime.fromtimestamp(ts, dt.UTC)
         stamp = when.isoformat(timespec="milliseconds").replace("+00:00", "Z")
         models = result.record_models()
-        shadow_cols = scored(shadow, records) if shadow is not None else None
         lines = []
         for i, rec in enumerate(records):
             entry = {
@@ -524,11 +571,11 @@ class PredictionLog:
                 "churn_probability": float(result.probabilities[i]),
                 "churn": bool(result.churn[i]),
             }
-            if shadow_cols is not None:
+            if shadow is not None:
                 entry["shadow"] = {
-                    "model": shadow.tag,  # type: ignore[union-attr]
-                    "churn_probability": float(shadow_cols[0][i]),
-                    "churn": bool(shadow_cols[1][i]),
+                    "model": shadow[0],
+                    "churn_probability": float(shadow[1][i]),
+                    "churn": bool(shadow[2][i]),
                 }
             lines.append(json_bytes(entry))
         payload = b"\n".join(lines) + b"\n"

@@ -11,6 +11,7 @@ import sys
 from collections.abc import Mapping
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
@@ -30,6 +31,7 @@ ENV_VARS: dict[str, str] = {
     "PREDICTION_LOG_MAX_BYTES": "prediction_log_max_bytes",
     "PREDICTION_LOG_QUEUE_SIZE": "prediction_log_queue_size",
     "RUNNER_EMBEDDED": "runner_embedded",
+    "HTTP_ACCEPT_BALANCING": "http_accept_balancing",
     "PREDICTION_LOG_MAX_TOTAL_BYTES": "prediction_log_max_total_bytes",
     "RETENTION_DAYS": "retention_days",
     "FEEDBACK_RETENTION_DAYS": "feedback_retention_days",
@@ -83,6 +85,9 @@ class Settings(BaseModel):
     # workers (RSS +290 MB over 45 s at 32 clients) and adds an inter-process hop; embedded, RSS
     # stays flat. false restores remote runner processes with adaptive batching.
     runner_embedded: bool = True
+    # The HTTP workers' accept balancing (churn/tuning.py): "auto" with two API workers or more (with
+    # one it only adds latency), "on" always, "off" never. Read when BentoML imports service.py.
+    http_accept_balancing: Literal["auto", "on", "off"] = "auto"
     # Drift alerting, from the Kubernetes Secret. SecretStr: printing the settings shows '**********'.
     monitoring_webhook_url: SecretStr | None = None
     monitoring_api_token: SecretStr | None = None
@@ -93,6 +98,11 @@ class Settings(BaseModel):
         if value is not None and not value.get_secret_value().startswith(("http://", "https://")):
             raise ValueError("must be an http:// or https:// URL")
         return value
+
+    @field_validator("http_accept_balancing", mode="before")
+    @classmethod
+    def _balancing(cls, value: str) -> str:
+        return str(value).strip().lower()
 
     @field_validator("log_level", mode="before")
     @classmethod

@@ -51,6 +51,15 @@ def test_rules_pass_their_unit_tests():
         ('container="wait-for-model"', 'container="wait"'),  # no first model unnoticed
         ('up{job=~".*churn-api.*"} == 0', 'up{job=~".*churn-api.*"} == 2'),  # a down target unnoticed
         ("> 1\n        for: 2m", "> 1\n        for: 10m"),  # servers on two versions for minutes
+        # gRPC read from BentoML's own series, recorded before the handler (every call 200, ~0 s)
+        (
+            'churn_grpc_requests_total{api_name="predict", http_response_code=~"5.."}',
+            'bentoml_api_server_request_total{api_name="predict", http_response_code=~"5.."}',
+        ),
+        (
+            'churn_grpc_request_duration_seconds_bucket{api_name="predict"}',
+            'bentoml_api_server_request_duration_seconds_bucket{api_name="predict"}',
+        ),
     ],
 )
 def test_the_unit_tests_catch_a_weakened_rule(tmp_path, old, new):

@@ -31,6 +31,7 @@ def test_relative_home_becomes_absolute(tmp_path, monkeypatch):
         ({"RELOAD_INTERVAL_SECONDS": "0"}, "RELOAD_INTERVAL_SECONDS"),
         ({"RELOAD_INTERVAL_SECONDS": "abc"}, "RELOAD_INTERVAL_SECONDS"),
         ({"PREDICTION_LOG_ENABLED": "perhaps"}, "PREDICTION_LOG_ENABLED"),
+        ({"HTTP_ACCEPT_BALANCING": "sometimes"}, "HTTP_ACCEPT_BALANCING"),
     ],
 )
 def test_invalid_values_name_the_variable(env, var):
@@ -43,6 +44,7 @@ def test_invalid_values_name_the_variable(env, var):
 
 def test_log_level_is_case_insensitive():
     assert settings_from_env({"LOG_LEVEL": "debug"}).log_level == "DEBUG"
+    assert settings_from_env({"HTTP_ACCEPT_BALANCING": " Off"}).http_accept_balancing == "off"
 
 
 def test_unwritable_home_names_the_variable(tmp_path):
