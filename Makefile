@@ -20,6 +20,8 @@ BENTO        := churn_service:$(VERSION)
 # Bentos are built in their own BentoML home, apart from the models in $(MLOPS_HOME).
 BUILD_HOME   := $(CURDIR)/build/bentoml
 CHECKOV_VENV := .venv-checkov
+# shap in a venv of its own (numba, NumPy 2): the reasons' cross-check only. 0.51.0 is the last for Python 3.11.
+SHAP_VENV    := .venv-shap
 # Locked packages left out of the image: alibi-detect depends on them, but only for detectors and
 # savers we never load (monitoring/detector.py imports alibi_detect.cd.tabular alone, which needs
 # scipy and scikit-learn). None is imported by the service or any job (checked with sys.modules
@@ -29,7 +31,7 @@ IMAGE_EXCLUDE := opencv-python numba llvmlite transformers tokenizers huggingfac
 MLSERVER_VENV := .venv-mlserver
 
 .PHONY: help install lock run train registry drift performance retrain demo test test-unit test-integration test-k8s soak bench e2e lint format \
-	bento image docker render checkov checkov-install prometheus-install clean
+	bento image docker render checkov checkov-install shap-install prometheus-install clean score
 
 help: ## list every target
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-18s %s\n", $$1, $$2}'
@@ -70,10 +72,10 @@ retrain: install ## retrain on the data set plus the outcomes; promote only if t
 demo: install ## the model lifecycle on real data, end to end, in a few minutes (state in .mlops-demo/)
 	$(PY) scripts/demo.py
 
-test: install checkov-install prometheus-install image ## the whole test suite: unit, integration, k8s, e2e (builds the image)
+test: install checkov-install shap-install prometheus-install image ## the whole test suite: unit, integration, k8s, e2e (builds the image)
 	$(PY) -m pytest tests
 
-test-unit: install prometheus-install ## fast unit tests only (the alert rules' tests need promtool)
+test-unit: install prometheus-install shap-install ## fast unit tests only (the alert rules' tests need promtool, the reasons' cross-check shap)
 	$(PY) -m pytest tests/unit
 
 test-integration: install prometheus-install ## tests against real servers (and a real Prometheus)
@@ -136,6 +138,13 @@ $(CHECKOV_VENV)/.installed:
 
 checkov-install: $(CHECKOV_VENV)/.installed ## checkov in its own venv (about 460 MB)
 
+$(SHAP_VENV)/.installed:
+	python3 -m venv $(SHAP_VENV)
+	$(SHAP_VENV)/bin/pip install --quiet shap==0.51.0
+	touch $@
+
+shap-install: $(SHAP_VENV)/.installed ## shap in its own venv: the batch reasons' cross-check (tests/unit/test_explain.py)
+
 checkov: install checkov-install ## security scan of every rendered overlay
 	$(PY) -m pytest tests/k8s/test_checkov.py
 
@@ -152,4 +161,4 @@ format: install ## apply ruff's formatting and safe fixes
 	$(VENV)/bin/ruff format .
 
 clean: ## remove the venvs, build output and caches (keeps $(MLOPS_HOME))
-	rm -rf $(VENV) $(TOOLS) $(CHECKOV_VENV) $(MLSERVER_VENV) build benchmarks/scratch .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(TOOLS) $(CHECKOV_VENV) $(SHAP_VENV) $(MLSERVER_VENV) build benchmarks/scratch .pytest_cache .ruff_cache

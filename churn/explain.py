@@ -1,0 +1,183 @@
+"""Why a customer is at risk: each feature's exact share of the model's logit.
+
+For the pipeline churn.fastpath verifies (log1p and scaling of the numbers, one-hot categories,
+logistic regression) the logit is linear in the transformed columns x: z = b + w.x. Relative to a
+baseline, the logit at the training reference's mean in that space (b + w.mean(x_ref)), column j
+adds w_j (x_j - mean_j); a feature's one-hot columns are summed into the feature. These are the
+SHAP values of a linear model under feature independence (shap's LinearExplainer with the
+reference as background gives the same, tests/unit/test_explain.py), and baseline + contributions
+= z exactly: checked against the pipeline's own decision_function (to 1e-9) when a model loads.
+Any other model is refused with the reason, never approximated.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, TypedDict
+
+import numpy as np
+import pandas as pd
+
+from churn.fastpath import TOLERANCE, Columns, FastScorer, records_to_columns
+from churn.schema import FEATURE_NAMES, FEATURES, FieldError, RecordValidationError
+
+if TYPE_CHECKING:
+    from churn.model import LoadedModel
+
+EXPLAIN_FIELD = "explain"
+ALL = "all"
+N_FEATURES = len(FEATURE_NAMES)
+
+
+class ExplainRefused(ValueError):
+    """The model's reasons cannot be computed exactly; the message says why."""
+
+
+class Reason(TypedDict):
+    feature: str
+    value: Any
+    contribution: float
+
+
+class LinearReasons:
+    """Per-feature contributions of a verified linear pipeline, relative to its reference mean."""
+
+    def __init__(self, fast: FastScorer, reference: pd.DataFrame):
+        num = dict(zip(fast.num_names, fast.num_weights, strict=True))
+        # A contribution is slope * value + offset, with value log1p(x) for a number and the
+        # category's weight for a category: offset = -slope * the reference's mean of that value.
+        self._numeric: list[tuple[int, str, float, float]] = []
+        self._categorical: list[tuple[int, str, np.ndarray]] = []
+        baseline = fast.intercept
+        for j, feature in enumerate(FEATURES):
+            name = feature.name
+            if feature.is_categorical:
+                weights = fast.code_weights[name]
+                table = dict(fast.cat_weights)[name]
+                mean = float(np.mean([table.get(v, 0.0) for v in reference[name].tolist()]))
+                self._categorical.append((j, name, weights - mean))
+            else:
+                slope = num[name]
+                mean = float(np.mean(np.log1p(reference[name].to_numpy(dtype=np.float64))))
+                self._numeric.append((j, name, slope, -slope * mean))
+                mean *= slope
+            baseline += mean
+        self.baseline = float(baseline)
+
+    @classmethod
+    def for_pipeline(
+        cls, pipeline: Any, reference: pd.DataFrame, fast: FastScorer | None = None
+    ) -> LinearReasons:
+        """Reasons for `pipeline`, checked additive against its own decision_function on the
+        reference; ExplainRefused (with the reason) for any other model."""
+        try:
+            fast = fast or FastScorer(pipeline)
+        except (ValueError, KeyError, AttributeError, TypeError) as exc:
+            raise ExplainRefused(f"not the pipeline shape the fast path knows: {exc}") from None
+        reasons = cls(fast, reference)
+        sample = reference.head(2000)
+        logit = pipeline.decision_function(sample[list(FEATURE_NAMES)])
+        got = reasons.baseline + reasons.contributions_records(sample.to_dict(orient="records")).sum(axis=1)
+        if not np.allclose(got, logit, rtol=0, atol=TOLERANCE):
+            raise ExplainRefused(
+                f"baseline + contributions differ from the model's logit by {np.abs(got - logit).max():.1e}"
+            )
+        return reasons
+
+    def contributions_columns(self, columns: Columns) -> np.ndarray:
+        """(rows, 19) contributions, features in the schema's order."""
+        out = np.empty((len(columns), N_FEATURES))
+        for j, name, slope, offset in self._numeric:
+            out[:, j] = slope * np.log1p(columns.numeric[name]) + offset
+        for j, name, centred in self._categorical:
+            out[:, j] = centred[columns.codes[name]]
+        return out
+
+    def contributions_records(self, records: list[dict[str, Any]]) -> np.ndarray:
+        return self.contributions_columns(records_to_columns(records))
+
+
+def top_reasons(contributions: np.ndarray, k: int) -> np.ndarray:
+    """(rows, k) feature indices of the k largest contributions of each row, largest first."""
+    if k >= contributions.shape[1]:
+        return np.argsort(-contributions, axis=1, kind="stable")
+    part = np.argpartition(-contributions, k - 1, axis=1)[:, :k]
+    order = np.argsort(-np.take_along_axis(contributions, part, axis=1), axis=1, kind="stable")
+    return np.take_along_axis(part, order, axis=1)
+
+
+def parse_explain(value: Any) -> int:
+    """The request's `explain`: 1 to 19 reasons (a whole number; 3.0 from a gRPC Struct too), or
+    "all". Anything else is a RecordValidationError naming the field."""
+    if value == ALL and isinstance(value, str):
+        return N_FEATURES
+    if (
+        isinstance(value, int | float)
+        and not isinstance(value, bool)
+        and float(value).is_integer()
+        and 1 <= value <= N_FEATURES
+    ):
+        return int(value)
+    raise RecordValidationError(
+        [FieldError(f'must be a whole number from 1 to {N_FEATURES}, or "all"; got {value!r}', EXPLAIN_FIELD)]
+    )
+
+
+def split_explain(body: Any) -> tuple[Any, int | None]:
+    """(the body without `explain`, the number of reasons asked for or None). A body without it
+    comes back as it was, so its answer is what it was before reasons existed."""
+    if not isinstance(body, dict) or EXPLAIN_FIELD not in body:
+        return body, None
+    k = parse_explain(body[EXPLAIN_FIELD])
+    return {key: v for key, v in body.items() if key != EXPLAIN_FIELD}, k
+
+
+@dataclass(frozen=True)
+class Explained:
+    """Reasons for the records of one request, in input order; or why there are none."""
+
+    baselines: list[float]
+    reasons: list[list[Reason]]
+    refused: str | None = None
+
+    def error_body(self) -> dict[str, Any]:
+        return {"error": "explain_unavailable", "message": self.refused}
+
+    def add_to(self, predictions: list[dict[str, Any]]) -> None:
+        for prediction, reasons, baseline in zip(predictions, self.reasons, self.baselines, strict=True):
+            prediction["reasons"] = reasons
+            prediction["baseline"] = baseline
+
+
+def explain_scored(
+    models: Sequence[LoadedModel], model_index: np.ndarray | None, records: list[dict[str, Any]], k: int
+) -> Explained:
+    """Reasons for scored records, each from the version that scored it (`model_index[i]` into
+    `models`, or None: all by models[0])."""
+    groups = (
+        [(models[0], np.arange(len(records)))]
+        if model_index is None
+        else [(m, np.flatnonzero(model_index == i)) for i, m in enumerate(models)]
+    )
+    groups = [(m, idx) for m, idx in groups if len(idx)]
+    for model, _ in groups:
+        if model.reasons is None:
+            why = f"model {model.tag} cannot be explained exactly ({model.reasons_refusal})"
+            return Explained([], [], refused=why + "; ask without 'explain'")
+    baselines: list[float] = [0.0] * len(records)
+    reasons: list[list[Reason]] = [[] for _ in records]
+    for model, idx in groups:
+        subset = records if len(idx) == len(records) else [records[i] for i in idx]
+        contributions = model.reasons.contributions_records(subset)  # type: ignore[union-attr]
+        top = top_reasons(contributions, k)
+        values = np.take_along_axis(contributions, top, axis=1).tolist()
+        baseline = model.reasons.baseline  # type: ignore[union-attr]
+        for row, (i, picks, shares) in enumerate(zip(idx.tolist(), top.tolist(), values, strict=True)):
+            rec = subset[row]
+            reasons[i] = [
+                {"feature": FEATURE_NAMES[j], "value": rec[FEATURE_NAMES[j]], "contribution": c}
+                for j, c in zip(picks, shares, strict=True)
+            ]
+            baselines[i] = baseline
+    return Explained(baselines, reasons)
