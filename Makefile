@@ -66,6 +66,11 @@ drift: install ## drift check of the prediction log against the current model's 
 performance: install ## performance report: realized (outcomes) and estimated (CBPE) metrics per version
 	$(PY) -m monitoring.performance
 
+SCORE_INPUT ?= data/telco_churn.csv
+SCORE_OUTPUT ?= $(MLOPS_HOME)/scores/telco_churn.csv
+score: install ## batch scoring with reasons: SCORE_INPUT (the data set) -> SCORE_OUTPUT (+ .rejects.csv beside it)
+	$(PY) -m scoring.batch --input $(SCORE_INPUT) --output $(SCORE_OUTPUT) --reasons 3
+
 retrain: install ## retrain on the data set plus the outcomes; promote only if the gate says better
 	$(PY) -m training.retrain
 
