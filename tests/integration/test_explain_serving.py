@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import urllib.request
 
 import bentoml
@@ -19,7 +20,7 @@ from churn.model import get_store_model, load_reference
 from churn.schema import FEATURE_NAMES
 from churn.settings import settings_from_env
 from tests.integration.test_model_serving import saved_pipeline_proba, valid_mixes
-from tests.support import DATA, Server, http, run_cli, state_env, wait_for
+from tests.support import DATA, ROOT, Server, http, run_cli, state_env, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -142,3 +143,31 @@ def test_a_model_the_fast_path_refuses_gets_a_4xx_saying_why(tmp_path):
     finally:
         for server in servers:
             server.stop()
+
+
+def test_the_readme_example_is_what_the_seed_42_model_answers(http_server, served_home):
+    """README, "Reasons": the data set's customer most at risk, and her five reasons."""
+    readme = (ROOT / "README.md").read_text()
+    section = readme[readme.index("#### Reasons") :]
+    request = json.loads(re.search(r"-d '(\{.*?\})'\n", section).group(1))
+    shown = json.loads(re.search(r"```json\n(.*?)\n```", section, re.S).group(1))["predictions"][0]
+    status, body, _ = http("POST", http_server.url + "/predict", request)
+    assert status == 200, body
+    got = body["predictions"][0]
+    assert abs(got["churn_probability"] - shown["churn_probability"]) <= TOLERANCE
+    assert abs(got["baseline"] - shown["baseline"]) <= TOLERANCE
+    assert [(r["feature"], r["value"]) for r in got["reasons"]] == [
+        (r["feature"], r["value"]) for r in shown["reasons"]
+    ]
+    assert (
+        max(
+            abs(a["contribution"] - b["contribution"])
+            for a, b in zip(got["reasons"], shown["reasons"], strict=True)
+        )
+        <= 1e-9
+    )
+    # and she is the most at risk of the data set's 7,043 customers
+    everyone = records_from_csv(str(DATA))
+    status, body, _ = http("POST", http_server.url + "/predict", {"instances": everyone}, timeout=60)
+    top = max(body["predictions"], key=lambda p: p["churn_probability"])
+    assert top["customerID"] == shown["customerID"]
