@@ -265,11 +265,24 @@ def image() -> str:
     return IMAGE
 
 
+def with_image(docs: list[dict], image: str) -> list[dict]:
+    """The rendered manifests with the image under test in place of the overlay's tag (`make image
+    e2e IMAGE=...` builds and tests another tag; the manifests keep theirs)."""
+    for d in docs:
+        spec = d.get("spec", {})
+        spec = spec.get("jobTemplate", {}).get("spec", spec)
+        pod = spec.get("template", {}).get("spec", {})
+        for c in pod.get("containers", []) + pod.get("initContainers", []):
+            if c["image"].split(":")[0] == "churn-service":
+                c["image"] = image
+    return docs
+
+
 @contextlib.contextmanager
 def fresh_manifests(image: str, audit_dir: Path):
     """The rendered manifests, with a fresh state volume (what the PVC gives a new namespace),
     and everything started on it removed at the end."""
-    docs = [d for d in yaml.safe_load_all(render()) if d]
+    docs = with_image([d for d in yaml.safe_load_all(render()) if d], image)
     volume = f"churn-e2e-state-{uuid.uuid4().hex[:8]}"
     docker("volume", "create", volume)
     audit_dir.chmod(0o777)  # written by the containers' user, 1034

@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from churn.settings import ENV_VARS
-from tests.e2e.conftest import PodRun, copy_to_volume, docker
+from tests.e2e.conftest import PodRun, copy_to_volume, docker, with_image
 from tests.k8s import checks
 from tests.k8s.checks import memory_bytes
 from tests.k8s.conftest import KUBECTL, OVERLAY, parse
@@ -96,7 +96,7 @@ def test_the_component_passes_the_manifest_checks(tmp_path):
 
 def test_indexed_job_scores_two_disjoint_complete_shards(manifests, image, tmp_path):
     assert manifests.workload("Job", "churn-train").run().returncode == 0  # a model (or already one)
-    docs = render_with_component(tmp_path)
+    docs = with_image(render_with_component(tmp_path), image)
     job = next(d for d in docs if d["kind"] == "Job" and d["metadata"]["name"] == "churn-score")
     container = job["spec"]["template"]["spec"]["containers"][0]
     env = {e["name"]: e.get("value") for e in container["env"]}
