@@ -30,7 +30,7 @@ IMAGE_EXCLUDE := opencv-python numba llvmlite transformers tokenizers huggingfac
 	safetensors regex scikit-image networkx imageio tifffile lazy-loader
 MLSERVER_VENV := .venv-mlserver
 
-.PHONY: help install lock run train registry drift performance retrain demo test test-unit test-integration test-k8s soak bench e2e lint format \
+.PHONY: help install lock run train registry drift performance retrain demo test test-unit test-integration test-k8s soak bench bench-batch e2e lint format \
 	bento image docker render checkov checkov-install shap-install prometheus-install clean score
 
 help: ## list every target
@@ -95,9 +95,13 @@ $(MLSERVER_VENV)/.installed: uv.lock
 		numpy==$$(sed -n '/^name = "numpy"/{n;s/version = "\(.*\)"/\1/p}' uv.lock)
 	touch $@
 
-bench: install $(MLSERVER_VENV)/.installed ## side-by-side benchmark (in-process, FastAPI, MLServer, HTTP, gRPC, drift); about 10 minutes
+bench: install $(MLSERVER_VENV)/.installed ## side-by-side benchmark (in-process, FastAPI, MLServer, HTTP, gRPC, drift, batch, explain); about 15 minutes
 	command -v hey >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq hey; }
 	$(PY) benchmarks/bench.py
+
+bench-batch: install ## only the batch-scoring and online-reasons figures of make bench (issue #22); about 5 minutes
+	command -v hey >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq hey; }
+	$(PY) benchmarks/bench.py batch
 
 soak: install ## 10 minutes at 32 clients against a real server: errors and the RSS curve (must plateau)
 	CHURN_LOAD_SECONDS=600 $(PY) -m pytest tests/integration/test_reliability.py -k sustained -s

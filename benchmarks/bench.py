@@ -334,7 +334,7 @@ def drift_bench(home: Path, tag: str) -> dict:
     return {"drift_command_s": drift_s, "scipy_floor_s": floor_s, "ratio": drift_s / floor_s}
 
 
-def main() -> int:
+def main(only_batch: bool = False) -> int:
     if shutil.which("hey") is None:
         print("error: `hey` is missing (make bench installs it)", file=sys.stderr)
         return 2
@@ -348,6 +348,8 @@ def main() -> int:
     )
     training_s = time.perf_counter() - t
     tag = json.loads(out.stdout.strip().splitlines()[-1])["tag"]
+    if only_batch:
+        return batch_only(home, tag)
     os.environ.update(MLOPS_HOME=str(home), BENTOML_HOME=str(home / "bentoml"))
     from churn.model import load_current
     from churn.settings import settings_from_env
@@ -478,6 +480,7 @@ def main() -> int:
             srv.stop()
 
     results["drift"] = drift_bench(home, tag)
+    results["batch"], results["explain"] = batch_bench(home, tag), explain_bench(home)  # issue #22
     results["image_bytes"] = image_bytes()
     results["targets"] = targets(results)
     stamp = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d")
@@ -485,6 +488,7 @@ def main() -> int:
     out_dir.mkdir(exist_ok=True)
     (out_dir / f"{stamp}.json").write_text(json.dumps(results, indent=2) + "\n")
     print(markdown(results))
+    print(batch_markdown(results["batch"], results["explain"]))
     return 0
 
 
@@ -628,5 +632,165 @@ def image_bytes() -> int | None:
     return int(out.stdout) if out.returncode == 0 else None
 
 
+# ------------------------------------------------------------------------------------------------
+# Batch scoring and online reasons (issue #22): `python benchmarks/bench.py batch` runs this alone
+# ------------------------------------------------------------------------------------------------
+
+PLAIN_BATCH = """
+import sys, bentoml, pandas as pd
+from churn.model import get_store_model
+from churn.settings import load_settings
+model = get_store_model(load_settings(), sys.argv[3])
+pipeline = bentoml.sklearn.load_model(model)
+df = pd.read_csv(sys.argv[1])
+df["TotalCharges"] = pd.to_numeric(df["TotalCharges"], errors="coerce").fillna(0)  # the 11 blanks
+p = pipeline.predict_proba(df.drop(columns=["customerID", "Churn"]))[:, 1]
+out = pd.DataFrame({"customerID": df["customerID"], "churn_probability": p})
+out["churn"] = p >= float(model.info.metadata["threshold"])
+out.to_csv(sys.argv[2], index=False)
+"""
+
+
+def repeat_data_set(path: Path, rows: int) -> None:
+    """The data set's customers repeated (header once) up to `rows` rows."""
+    with open(DATA, "rb") as fh:
+        header, *lines = fh.read().splitlines(keepends=True)
+    with open(path, "wb") as fh:
+        fh.write(header)
+        for start in range(0, rows, len(lines)):
+            fh.writelines(lines[: rows - start])
+
+
+def timed_process(cmd: list[str], env: dict) -> dict:
+    """Wall time and peak RSS (the kernel's ru_maxrss of that one child) of a whole process."""
+    t = time.perf_counter()
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _, status, usage = os.wait4(proc.pid, 0)
+    seconds = time.perf_counter() - t
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    assert proc.returncode == 0, proc.stderr.read().decode()[-2000:]
+    return {"seconds": seconds, "peak_rss_mib": usage.ru_maxrss / 1024}
+
+
+def batch_bench(home: Path, tag: str) -> dict:
+    """File to file, whole processes (imports and model loading included), one after the other on
+    the same files: the plain pandas script, scoring.batch, scoring.batch --reasons 3; on one
+    million rows (speed) and five million (memory)."""
+    env = state_env(home)
+    out: dict = {}
+    for rows in (1_000_000, 5_000_000):
+        source = SCRATCH / f"customers-{rows}.csv"
+        repeat_data_set(source, rows)
+        runs = {
+            "plain pandas": [sys.executable, "-c", PLAIN_BATCH, str(source), str(SCRATCH / "plain.csv"), tag],
+            "scoring.batch": [sys.executable, "-m", "scoring.batch", "--input", str(source),
+                              "--output", str(SCRATCH / "batch.csv")],
+            "scoring.batch --reasons 3": [sys.executable, "-m", "scoring.batch", "--input", str(source),
+                                          "--output", str(SCRATCH / "reasons.csv"), "--reasons", "3"],
+        }  # fmt: skip
+        out[rows] = {}
+        for name, cmd in runs.items():
+            result = timed_process(cmd, env)
+            result["rows_per_s"] = rows / result["seconds"]
+            out[rows][name] = result
+            print(f"  batch {rows:>9,} rows  {name:26s} {result['seconds']:6.1f} s  "
+                  f"{result['peak_rss_mib']:6.0f} MiB", file=sys.stderr)  # fmt: skip
+        source.unlink()
+    return out
+
+
+def explain_bench(home: Path) -> dict:
+    """p50 latency over HTTP with and without `"explain": 3`, 1-record (1 client) and
+    1,000-record (4 clients) requests, the two loads alternated twice on one server."""
+    srv = Server("http", home, SCRATCH)
+    srv.start()
+    out: dict = {}
+    try:
+        wait_http(srv.url + "/startup")
+        for label, n, clients in (LOADS[0], LOADS[2]):
+            records = (RECORDS * 2)[:n]
+            bodies = {
+                "without": json.dumps({"instances": records}).encode(),
+                "explain 3": json.dumps({"instances": records, "explain": 3}).encode(),
+            }
+            for body in bodies.values():
+                hey(srv.url + "/predict", body, clients, WARMUP)
+            runs: dict = {k: [] for k in bodies}
+            for _ in range(2):
+                for key, body in bodies.items():
+                    runs[key].append(hey(srv.url + "/predict", body, clients, DURATION))
+            out[label] = {
+                key: {
+                    "p50_ms": float(np.median([r["p50_ms"] for r in rs])),
+                    "rps": float(np.mean([r["rps"] for r in rs])),
+                    "errors": sum(r["errors"] for r in rs),
+                }
+                for key, rs in runs.items()
+            }
+            out[label]["ratio"] = out[label]["explain 3"]["p50_ms"] / out[label]["without"]["p50_ms"]
+            print(f"  explain {label:24s} p50 ratio {out[label]['ratio']:.2f}", file=sys.stderr)
+    finally:
+        srv.stop()
+    return out
+
+
+def batch_markdown(batch: dict, explain: dict) -> str:
+    lines = [
+        "| rows | program | seconds | rows/s | vs plain pandas | peak RSS MiB |",
+        "| ---: | --- | ---: | ---: | ---: | ---: |",
+    ]
+    for rows, runs in batch.items():
+        plain = runs["plain pandas"]["rows_per_s"]
+        for name, r in runs.items():
+            lines.append(
+                f"| {int(rows):,} | {name} | {r['seconds']:.1f} | {r['rows_per_s']:,.0f} | "
+                f"{r['rows_per_s'] / plain:.2f}x | {r['peak_rss_mib']:.0f} |"
+            )
+    lines += [
+        "",
+        "| request | p50 ms without | p50 ms explain 3 | ratio | errors |",
+        "| --- | ---: | ---: | ---: | ---: |",
+    ]
+    for label, r in explain.items():
+        lines.append(
+            f"| {label} | {r['without']['p50_ms']:.2f} | {r['explain 3']['p50_ms']:.2f} | {r['ratio']:.2f} | "
+            f"{r['without']['errors'] + r['explain 3']['errors']} |"
+        )
+    one, five = batch[1_000_000], batch[5_000_000]
+    plain = one["plain pandas"]["rows_per_s"]
+    goals = [
+        ("batch rows/s / plain pandas, 1M rows", one["scoring.batch"]["rows_per_s"] / plain, ">= 1.0"),
+        (
+            "batch --reasons 3 rows/s / plain pandas, 1M rows",
+            one["scoring.batch --reasons 3"]["rows_per_s"] / plain,
+            ">= 0.5",
+        ),
+        ("peak RSS MiB, batch, 5M rows", five["scoring.batch"]["peak_rss_mib"], "<= 512"),
+        (
+            "peak RSS MiB, batch --reasons 3, 5M rows",
+            five["scoring.batch --reasons 3"]["peak_rss_mib"],
+            "<= 512",
+        ),
+    ] + [(f"explain 3 p50 / without, {label}", r["ratio"], "<= 1.2") for label, r in explain.items()]
+    lines += ["", "| target (issue #22) | measured | goal | met |", "| --- | ---: | --- | --- |"]
+    for what, value, goal in goals:
+        op, bound = goal.split()
+        met = value >= float(bound) if op == ">=" else value <= float(bound)
+        lines.append(f"| {what} | {value:.2f} | {goal} | {'yes' if met else 'no'} |")
+    return "\n".join(lines)
+
+
+def batch_only(home: Path, tag: str) -> int:
+    """`python benchmarks/bench.py batch`: only this section, on main()'s freshly trained model."""
+    batch, explain = batch_bench(home, tag), explain_bench(home)
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d")
+    (ROOT / "benchmarks" / "results" / f"{stamp}-batch.json").write_text(
+        json.dumps({"model": tag, "cpus": os.cpu_count(), "batch": batch, "explain": explain}, indent=2)
+        + "\n"
+    )
+    print(batch_markdown(batch, explain))
+    return 0
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(only_batch=sys.argv[1:] == ["batch"]))

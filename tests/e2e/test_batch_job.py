@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from churn.settings import ENV_VARS
-from tests.e2e.conftest import PodRun, copy_to_volume, docker, with_image
+from tests.e2e.conftest import PodRun, copy_to_volume, docker, fresh_manifests, with_image
 from tests.k8s import checks
 from tests.k8s.checks import memory_bytes
 from tests.k8s.conftest import KUBECTL, OVERLAY, parse
@@ -94,8 +94,15 @@ def test_the_component_passes_the_manifest_checks(tmp_path):
         assert problems == []
 
 
+@pytest.fixture(scope="module")
+def manifests(image, tmp_path_factory):
+    """A volume of its own: the session's volume is test_container.py's, which must train first."""
+    with fresh_manifests(image, tmp_path_factory.mktemp("netaudit-batch")) as m:
+        yield m
+
+
 def test_indexed_job_scores_two_disjoint_complete_shards(manifests, image, tmp_path):
-    assert manifests.workload("Job", "churn-train").run().returncode == 0  # a model (or already one)
+    assert manifests.workload("Job", "churn-train").run().returncode == 0  # the first model
     docs = with_image(render_with_component(tmp_path), image)
     job = next(d for d in docs if d["kind"] == "Job" and d["metadata"]["name"] == "churn-score")
     container = job["spec"]["template"]["spec"]["containers"][0]
@@ -119,7 +126,7 @@ def test_indexed_job_scores_two_disjoint_complete_shards(manifests, image, tmp_p
         t.start()
     for t in threads:
         t.join()
-    manifests.runs.extend(runs)  # their memory and network audit count with the other workloads'
+    manifests.runs.extend(runs)  # stopped and removed with the volume
     parts, rows_in = [], 0
     for index in range(count):
         proc = results[index]
