@@ -26,7 +26,7 @@ from typing import Annotated, Any, Literal
 
 import numpy as np
 
-from churn.explain import Explained, explain_scored
+from churn.explain import Explained, explain_scored, score_and_explain
 from churn.jsonio import json_bytes
 from churn.metrics import ServingMetrics
 from churn.model import LoadedModel, ModelUnavailable, load_model, warm_imports
@@ -305,10 +305,13 @@ class ModelHolder:
             return ScoreResult(empty, empty.astype(bool), (), error=self._error or "no model loaded yet")
         if serving.candidate is not None and serving.mode == "canary":
             result = self._score_canary(serving, records, ids, request_id)
+        elif explain is not None and current.reasons is not None:  # one pass for both (churn/explain.py)
+            proba, explained = score_and_explain(current, records, explain)
+            result = ScoreResult(proba, proba >= current.threshold, (current.tag,), explained=explained)
         else:
             proba, churn = scored(current, records)
             result = ScoreResult(proba, churn, (current.tag,))
-        if explain is not None:
+        if explain is not None and result.explained is None:
             models = (current,) if result.model_index is None else (current, serving.candidate)
             result = replace(result, explained=explain_scored(models, result.model_index, records, explain))
             if result.explained.refused:  # answered with a 4xx: neither counted nor logged
