@@ -12,6 +12,7 @@ Any other model is refused with the reason, never approximated.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypedDict
@@ -19,7 +20,7 @@ from typing import TYPE_CHECKING, Any, TypedDict
 import numpy as np
 import pandas as pd
 
-from churn.fastpath import TOLERANCE, Columns, FastScorer, records_to_columns
+from churn.fastpath import CATEGORY_INDEX, TOLERANCE, Columns, FastScorer, records_to_columns
 from churn.schema import FEATURE_NAMES, FEATURES, FieldError, RecordValidationError
 
 if TYPE_CHECKING:
@@ -29,6 +30,9 @@ EXPLAIN_FIELD = "explain"
 ALL = "all"
 N_FEATURES = len(FEATURE_NAMES)
 SLOTS = 1 + max(len(f.categories) for f in FEATURES) + 1  # a number, each category, an unknown one
+# Up to this many records, reasons are computed in plain Python: numpy's per-call cost (about 80 us
+# for one record) would be most of a small request's time.
+SMALL_REQUEST = 8
 
 
 class ExplainRefused(ValueError):
@@ -67,6 +71,7 @@ class LinearReasons:
         self.baseline = float(baseline)
         # A category's reason is the same for every customer: built once, shared by the answers
         # (a request's reasons are only serialised). Slot SLOTS * j + code + 1; 0 is a number's.
+        self._categorical_lists = [(j, name, centred.tolist()) for j, name, centred in self._categorical]
         self._shared: list[Reason | None] = [None] * (SLOTS * N_FEATURES)
         for j, name, centred in self._categorical:
             for code, category in enumerate(FEATURES[j].categories):
@@ -108,11 +113,30 @@ class LinearReasons:
     def contributions_records(self, records: list[dict[str, Any]]) -> np.ndarray:
         return self.contributions_columns(records_to_columns(records))
 
+    def _reasons_of(self, rec: dict[str, Any], k: int) -> list[Reason]:
+        """One record's reasons in plain Python: what reasons_records computes with numpy."""
+        shares = [0.0] * N_FEATURES
+        slots = [0] * N_FEATURES
+        for j, name, slope, offset in self._numeric:
+            shares[j] = slope * math.log1p(rec[name]) + offset
+        for j, name, centred in self._categorical_lists:
+            code = CATEGORY_INDEX[name][rec[name]]
+            shares[j] = centred[code]
+            slots[j] = SLOTS * j + code + 1
+        top = sorted(range(N_FEATURES), key=shares.__getitem__, reverse=True)[:k]  # stable, as argsort
+        return [
+            self._shared[slots[j]]
+            or {"feature": FEATURE_NAMES[j], "value": rec[FEATURE_NAMES[j]], "contribution": shares[j]}
+            for j in top
+        ]
+
     def reasons_records(
         self, records: list[dict[str, Any]], k: int, columns: Columns | None = None
     ) -> list[list[Reason]]:
         """The k largest contributions of each record, largest first, as the API answers them
         (`columns`: the records as Columns, if the caller has them already)."""
+        if len(records) <= SMALL_REQUEST and columns is None:
+            return [self._reasons_of(rec, k) for rec in records]
         columns = columns or records_to_columns(records)
         contributions = self.contributions_columns(columns)
         top = top_reasons(contributions, k)
@@ -187,13 +211,15 @@ def score_and_explain(
     model: LoadedModel, records: list[dict[str, Any]], k: int
 ) -> tuple[np.ndarray, Explained]:
     """Probabilities and reasons from one pass over the records: the column-wise fast path (batch
-    scoring's, equal to the pipeline to 1e-9) gives the probabilities, the same columns the reasons.
-    Only for a model with reasons."""
+    scoring's, equal to the pipeline to 1e-9) gives the probabilities, the same columns the reasons;
+    a small request goes record by record. Only for a model with reasons."""
     explainer, fast = model.reasons, model.fast
     assert explainer is not None and fast is not None
+    baselines = [explainer.baseline] * len(records)
+    if len(records) <= SMALL_REQUEST:  # record by record: the answer without `explain`'s numbers
+        return fast.predict_records(records), Explained(baselines, explainer.reasons_records(records, k))
     columns = records_to_columns(records)
-    explained = Explained([explainer.baseline] * len(records), explainer.reasons_records(records, k, columns))
-    return fast.predict_columns(columns), explained
+    return fast.predict_columns(columns), Explained(baselines, explainer.reasons_records(records, k, columns))
 
 
 def explain_scored(

@@ -116,7 +116,7 @@ class _CategoryIndex(dict):
         return len(self)
 
 
-_CATEGORY_INDEX = {
+CATEGORY_INDEX = {
     name: _CategoryIndex((c, i) for i, c in enumerate(FEATURES_BY_NAME[name].categories))
     for name in CATEGORICAL_FEATURES
 }
@@ -129,7 +129,7 @@ def records_to_columns(records: list[dict[str, Any]]) -> Columns:
     columns = dict(zip(names, zip(*map(itemgetter(*names), records), strict=True), strict=True))
     numeric = {name: np.array(columns[name], dtype=np.float64) for name in NUMERIC_FEATURES}
     codes = {
-        name: np.fromiter(map(_CATEGORY_INDEX[name].__getitem__, columns[name]), dtype=np.intp, count=n)
+        name: np.fromiter(map(CATEGORY_INDEX[name].__getitem__, columns[name]), dtype=np.intp, count=n)
         for name in CATEGORICAL_FEATURES
     }
     return Columns(numeric, codes)

@@ -75,6 +75,25 @@ def test_top_reasons_are_the_largest_contributions_in_order(fitted):
         assert np.array_equal(picked, expected)
 
 
+def test_small_requests_get_the_same_reasons_record_by_record(fitted):
+    """Up to SMALL_REQUEST records, plain Python; beyond, numpy: the same reasons either way."""
+    pipeline, reference, X_test = fitted
+    reasons = LinearReasons(FastScorer(pipeline), reference)
+    records = X_test.head(300).to_dict(orient="records") + mixes(100)
+    records.append(dict(records[0], SeniorCitizen=1.0))  # a gRPC Struct's number
+    for k in (3, len(FEATURE_NAMES)):
+        together = reasons.reasons_records(records, k)  # numpy
+        for rec, expected in zip(records, together, strict=True):
+            alone = reasons.reasons_records([rec], k)[0]  # plain Python
+            assert [(r["feature"], r["value"]) for r in alone] == [
+                (r["feature"], r["value"]) for r in expected
+            ]
+            assert (
+                max(abs(a["contribution"] - b["contribution"]) for a, b in zip(alone, expected, strict=True))
+                <= 1e-12
+            )
+
+
 @pytest.mark.parametrize("value", [1, 3, 3.0, 19, "all"])
 def test_explain_option_accepts_a_count_or_all(value):
     assert parse_explain(value) == (len(FEATURE_NAMES) if value == "all" else int(value))
