@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from sklearn.model_selection import train_test_split
 
-from churn.explain import ExplainRefused, LinearReasons, parse_explain, top_reasons
+from churn.explain import ExplainRefused, LinearReasons, explain_scored, parse_explain, top_reasons
 from churn.fastpath import FastScorer
 from churn.schema import FEATURE_NAMES, RecordValidationError, read_csv
 from tests.models import unsupported_pipeline
@@ -92,6 +92,35 @@ def test_small_requests_get_the_same_reasons_record_by_record(fitted):
                 max(abs(a["contribution"] - b["contribution"]) for a, b in zip(alone, expected, strict=True))
                 <= 1e-12
             )
+
+
+def test_a_canary_split_request_gets_each_records_reasons_from_the_version_that_scored_it(fitted):
+    from types import SimpleNamespace
+
+    pipeline, reference, X_test = fitted
+    other = build_pipeline(0).fit(X_test, (X_test["tenure"] < 12).astype(int))  # another model
+    models = [
+        SimpleNamespace(tag=f"m:{i}", reasons=LinearReasons.for_pipeline(p, reference), reasons_refusal=None)
+        for i, p in enumerate((pipeline, other))
+    ]
+    records = X_test.head(40).to_dict(orient="records")
+    index = np.arange(40) % 2
+    explained = explain_scored(models, index, records, 3)
+    for i, rec in enumerate(records):
+        model = models[index[i]]
+        alone = model.reasons.reasons_records([rec], 3)[0]
+        assert [(r["feature"], r["value"]) for r in explained.reasons[i]] == [
+            (r["feature"], r["value"]) for r in alone
+        ]
+        assert all(
+            abs(a["contribution"] - b["contribution"]) <= 1e-12
+            for a, b in zip(explained.reasons[i], alone, strict=True)
+        )
+        assert explained.baselines[i] == model.reasons.baseline
+    assert models[0].reasons.baseline != models[1].reasons.baseline
+    refused = SimpleNamespace(tag="m:x", reasons=None, reasons_refusal="not linear")
+    assert "not linear" in explain_scored([models[0], refused], index, records, 3).refused
+    assert explain_scored([models[0], refused], np.zeros(40, int), records, 3).refused is None
 
 
 @pytest.mark.parametrize("value", [1, 3, 3.0, 19, "all"])
