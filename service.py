@@ -33,6 +33,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from churn.explain import split_explain
 from churn.jsonio import json_bytes, json_loads
 from churn.logs import setup_logging
 from churn.metrics import accept_balancing_gauge, grpc_metrics, serving_metrics
@@ -97,8 +98,10 @@ class ChurnRunnable(bentoml.legacy.Runnable):
     # Not batchable: a request's records are scored in microseconds each on the verified fast path
     # (churn/fastpath.py), so there is nothing for adaptive batching to amortise.
     @bentoml.legacy.Runnable.method(batchable=False)
-    def predict(self, records: list[dict[str, Any]], ids: list[Any], request_id: str) -> ScoreResult:
-        return self.holder.score(records, ids, request_id)
+    def predict(
+        self, records: list[dict[str, Any]], ids: list[Any], request_id: str, explain: int | None = None
+    ) -> ScoreResult:
+        return self.holder.score(records, ids, request_id, explain)
 
     @bentoml.legacy.Runnable.method(batchable=False)
     def status(self) -> HolderStatus:
@@ -265,6 +268,7 @@ async def predict(body: Any, ctx: bentoml.Context | None = None) -> dict[str, An
     if isinstance(body, _ClientError):
         return _client_error(ctx, body)
     try:
+        body, explain = split_explain(body)  # "explain": K asks for reasons (churn/explain.py)
         instances = body.get("instances") if isinstance(body, dict) else None
         if isinstance(instances, list) and len(instances) > OFF_LOOP_RECORDS:
             records, ids = await _off_loop(parse_predict_request, body)
@@ -279,7 +283,7 @@ async def predict(body: Any, ctx: bentoml.Context | None = None) -> dict[str, An
     try:
         # Bounded: a request caught in a runner process that dies is otherwise left waiting.
         result = await asyncio.wait_for(
-            runner.predict.async_run(records, ids, request_id), RUNNER_TIMEOUT_SECONDS
+            runner.predict.async_run(records, ids, request_id, explain), RUNNER_TIMEOUT_SECONDS
         )
     except Exception as exc:
         # The runner process is down or restarting (killed, OOM) or shed the load: a clean,
@@ -288,6 +292,8 @@ async def predict(body: Any, ctx: bentoml.Context | None = None) -> dict[str, An
         return _unavailable(ctx, f"model runner unavailable ({type(exc).__name__}); retry shortly")
     if not result.models:
         return _unavailable(ctx, result.error or "no model loaded yet")
+    if result.explained is not None and result.explained.refused:
+        return _client_error(ctx, _ClientError(422, result.explained.error_body()))
     if len(ids) > OFF_LOOP_RECORDS:
         return await _off_loop(build_response, result, ids)
     return build_response(result, ids)

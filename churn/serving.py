@@ -21,11 +21,12 @@ import socket
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from dataclasses import dataclass, field, replace
+from typing import Annotated, Any, Literal
 
 import numpy as np
 
+from churn.explain import Explained, explain_scored, score_and_explain
 from churn.jsonio import json_bytes
 from churn.metrics import ServingMetrics
 from churn.model import LoadedModel, ModelUnavailable, load_model, warm_imports
@@ -58,6 +59,7 @@ class ScoreResult:
     models: tuple[str, ...]
     model_index: np.ndarray | None = None
     error: str | None = None  # no model loaded: why
+    explained: Explained | None = None  # reasons, when the request asked for them (churn/explain.py)
 
     @property
     def model(self) -> str | None:
@@ -291,7 +293,9 @@ class ModelHolder:
             candidate=candidate,
         )
 
-    def score(self, records: list[dict[str, Any]], ids: list[Any], request_id: str) -> ScoreResult:
+    def score(
+        self, records: list[dict[str, Any]], ids: list[Any], request_id: str, explain: int | None = None
+    ) -> ScoreResult:
         if self._serving.current is None:
             self._refresh_if_registry_changed()
         serving = self._serving  # read once: the whole request sees one pair of models
@@ -301,9 +305,17 @@ class ModelHolder:
             return ScoreResult(empty, empty.astype(bool), (), error=self._error or "no model loaded yet")
         if serving.candidate is not None and serving.mode == "canary":
             result = self._score_canary(serving, records, ids, request_id)
+        elif explain is not None and current.reasons is not None:  # one pass for both (churn/explain.py)
+            proba, explained = score_and_explain(current, records, explain)
+            result = ScoreResult(proba, proba >= current.threshold, (current.tag,), explained=explained)
         else:
             proba, churn = scored(current, records)
             result = ScoreResult(proba, churn, (current.tag,))
+        if explain is not None and result.explained is None:
+            models = (current,) if result.model_index is None else (current, serving.candidate)
+            result = replace(result, explained=explain_scored(models, result.model_index, records, explain))
+            if result.explained.refused:  # answered with a 4xx: neither counted nor logged
+                return result
         if self.metrics is not None:
             self._count(result)
         if self.prediction_log is not None:
@@ -395,7 +407,7 @@ def update_report_gauges(settings: Settings, metrics, seen: dict[str, Any]) -> N
 def build_response(result: ScoreResult, ids: list[Any]) -> dict[str, Any]:
     """The API's 200 body. Every prediction names the version that computed it; the top-level
     `model` is that version when one computed them all, else null (a canary split the request)."""
-    return {
+    body = {
         "model": result.model,
         "predictions": [
             {"customerID": cid, "churn_probability": p, "churn": c, "model": m}
@@ -404,6 +416,9 @@ def build_response(result: ScoreResult, ids: list[Any]) -> dict[str, Any]:
             )
         ],
     }
+    if result.explained is not None:
+        result.explained.add_to(body["predictions"])
+    return body
 
 
 # A shadow candidate is scored by the log writer for what arrives within this window (or up to this
@@ -644,5 +659,8 @@ def openapi_request_model():
             extra="forbid", json_schema_extra={"example": {"instances": [EXAMPLE_RECORD]}}
         )
         instances: list[record] = Field(..., min_length=1, max_length=MAX_INSTANCES)  # type: ignore[valid-type]
+        explain: Annotated[int, Field(ge=1, le=len(FEATURES))] | Literal["all"] | None = Field(
+            None, description="add each prediction's top reasons and baseline (churn/explain.py)"
+        )
 
     return PredictRequest

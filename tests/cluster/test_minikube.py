@@ -265,3 +265,37 @@ def test_every_job_fails_at_once_on_bad_input_and_retries_otherwise(minikube, ex
                 lambda u=job_uid: minikube.events("PodFailurePolicy", u),
             )
             assert len(minikube.events("SuccessfulCreate", job_uid)) == 1, job
+
+
+def _with_batch_scoring(tmp_path: Path) -> Path:
+    """The minikube overlay with the batch-scoring component added, as its docs say to."""
+    copy_dir = tmp_path / "kustomize"
+    shutil.copytree(ROOT / "kustomize", copy_dir)
+    kust = copy_dir / "overlays" / "minikube" / "kustomization.yaml"
+    data = yaml.safe_load(kust.read_text())
+    data["components"] = [*data.get("components", []), "../../components/batch-scoring"]
+    kust.write_text(yaml.safe_dump(data))
+    return kust.parent
+
+
+@pytest.mark.parametrize("exit_code", [0, 2])
+def test_the_batch_scoring_indexed_job_runs_one_pod_per_shard(minikube, tmp_path, exit_code):
+    """The component's Indexed Job: one pod per completion index, the index handed to the pod; the
+    Job completes when every shard ends well, and fails at once when one exits 2 (bad input)."""
+    apply(minikube, _with_batch_scoring(tmp_path))
+    job = minikube.get("job/churn-score")
+    assert job["spec"]["completionMode"] == "Indexed"
+    shards = job["spec"]["completions"]
+    pods = until(
+        f"{shards} pods",
+        lambda: (
+            len(minikube.pods("job-name=churn-score")) == shards and minikube.pods("job-name=churn-score")
+        ),
+    )
+    indexes = sorted(p["metadata"]["annotations"]["batch.kubernetes.io/job-completion-index"] for p in pods)
+    assert indexes == [str(i) for i in range(shards)]
+    assert all(p["spec"].get("nodeName") for p in pods)
+    minikube.finish("churn-score", exit_code)
+    reason = "Completed" if exit_code == 0 else "PodFailurePolicy"
+    until(f"the Job to end ({reason})", lambda: minikube.events(reason, job["metadata"]["uid"]))
+    assert len(minikube.events("SuccessfulCreate", job["metadata"]["uid"])) == shards  # nothing retried
