@@ -20,16 +20,20 @@ BENTO        := churn_service:$(VERSION)
 # Bentos are built in their own BentoML home, apart from the models in $(MLOPS_HOME).
 BUILD_HOME   := $(CURDIR)/build/bentoml
 CHECKOV_VENV := .venv-checkov
-# Locked packages left out of the image: alibi-detect depends on them, but only for detectors and
-# savers we never load (monitoring/detector.py imports alibi_detect.cd.tabular alone, which needs
-# scipy and scikit-learn). None is imported by the service or any job (checked with sys.modules
-# after running every job; tests/e2e/test_image.py checks they are absent). About 430 MB.
-IMAGE_EXCLUDE := opencv-python numba llvmlite transformers tokenizers huggingface-hub hf-xet \
-	safetensors regex scikit-image networkx imageio tifffile lazy-loader
+# shap in a venv of its own (numba, NumPy 2): the reasons' cross-check only. 0.51.0 is the last for Python 3.11.
+SHAP_VENV    := .venv-shap
+# Locked packages left out of the image: alibi-detect requires opencv-python and scikit-image, but
+# imports them only in alibi_detect.utils.perturbation (image perturbations); its documented
+# imports (`from alibi_detect.cd import TabularDrift`, alibi_detect.od, .ad, .saving) never load
+# them, nor the packages only scikit-image needs. Everything those imports load stays (numba,
+# llvmlite, transformers, tokenizers, huggingface-hub, regex; tests/e2e/test_image.py imports and
+# uses alibi-detect in a pod, and checks that every other package has all it requires). About 235 MB.
+IMAGE_EXCLUDE := opencv-python scikit-image networkx imageio tifffile lazy-loader
 MLSERVER_VENV := .venv-mlserver
 
 .PHONY: help install lock run train registry drift performance retrain demo test test-unit test-integration test-k8s soak bench e2e lint format \
-	bento image docker render checkov checkov-install prometheus-install clean
+	bento image docker render checkov checkov-install prometheus-install clean cluster-build cluster-up cluster-down test-cluster release-check \
+	bench-batch shap-install score
 
 help: ## list every target
 	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*## "}; {printf "  make %-18s %s\n", $$1, $$2}'
@@ -64,16 +68,21 @@ drift: install ## drift check of the prediction log against the current model's 
 performance: install ## performance report: realized (outcomes) and estimated (CBPE) metrics per version
 	$(PY) -m monitoring.performance
 
+SCORE_INPUT ?= data/telco_churn.csv
+SCORE_OUTPUT ?= $(MLOPS_HOME)/scores/telco_churn.csv
+score: install ## batch scoring with reasons: SCORE_INPUT (the data set) -> SCORE_OUTPUT (+ .rejects.csv beside it)
+	$(PY) -m scoring.batch --input $(SCORE_INPUT) --output $(SCORE_OUTPUT) --reasons 3
+
 retrain: install ## retrain on the data set plus the outcomes; promote only if the gate says better
 	$(PY) -m training.retrain
 
 demo: install ## the model lifecycle on real data, end to end, in a few minutes (state in .mlops-demo/)
 	$(PY) scripts/demo.py
 
-test: install checkov-install prometheus-install image ## the whole test suite: unit, integration, k8s, e2e (builds the image)
+test: install checkov-install shap-install prometheus-install image cluster-build ## the whole test suite: unit, integration, k8s, cluster, e2e (builds the image and, once per machine, the control plane)
 	$(PY) -m pytest tests
 
-test-unit: install prometheus-install ## fast unit tests only (the alert rules' tests need promtool)
+test-unit: install prometheus-install shap-install ## fast unit tests only (the alert rules' tests need promtool, the reasons' cross-check shap)
 	$(PY) -m pytest tests/unit
 
 test-integration: install prometheus-install ## tests against real servers (and a real Prometheus)
@@ -88,15 +97,32 @@ $(MLSERVER_VENV)/.installed: uv.lock
 		numpy==$$(sed -n '/^name = "numpy"/{n;s/version = "\(.*\)"/\1/p}' uv.lock)
 	touch $@
 
-bench: install $(MLSERVER_VENV)/.installed ## side-by-side benchmark (in-process, FastAPI, MLServer, HTTP, gRPC, drift); about 10 minutes
+bench: install $(MLSERVER_VENV)/.installed ## side-by-side benchmark (in-process, FastAPI, MLServer, HTTP, gRPC, drift, batch, explain), about 15 minutes; exits 1 naming each README target missed
 	command -v hey >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq hey; }
 	$(PY) benchmarks/bench.py
+
+bench-batch: install ## only the batch-scoring and online-reasons figures of make bench (issue #22); about 5 minutes
+	command -v hey >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq hey; }
+	$(PY) benchmarks/bench.py batch
 
 soak: install ## 10 minutes at 32 clients against a real server: errors and the RSS curve (must plateau)
 	CHURN_LOAD_SECONDS=600 $(PY) -m pytest tests/integration/test_reliability.py -k sustained -s
 
 test-k8s: install checkov-install ## rendered manifests: schema, structure, checkov
 	$(PY) -m pytest tests/k8s
+
+TOPOLOGY ?= minikube
+cluster-build: ## build etcd, kube-apiserver, -controller-manager, -scheduler v1.34.0 and kwok from Go modules, once per machine
+	tools/cluster/build.sh >/dev/null
+
+cluster-up: install ## a real Kubernetes control plane on loopback, nodes played by kwok: make cluster-up [TOPOLOGY=minikube|production]
+	tools/cluster/cluster.sh up $(TOPOLOGY)
+
+cluster-down: ## stop every process cluster-up started and remove its state (.cluster/)
+	tools/cluster/cluster.sh down
+
+test-cluster: install cluster-build ## both overlays on a real control plane (each test starts its own, apart from cluster-up's)
+	$(PY) -m pytest tests/cluster
 
 e2e: install image ## container end-to-end test: the image run as the rendered manifests declare
 	$(PY) -m pytest tests/e2e
@@ -126,8 +152,12 @@ image: bento docker ## bentoml containerize -> churn-service:$(VERSION) (prints 
 	docker image inspect $(IMAGE) --format '$(IMAGE): {{.Size}} bytes, base '"$$base"
 
 OVERLAY ?= minikube
-render: install ## print a rendered overlay: make render [OVERLAY=minikube|production] (never committed)
+render: install ## print a rendered overlay: make render [OVERLAY=minikube|production] (production: only once release-check passes)
+	@if [ "$(OVERLAY)" = production ]; then $(PY) scripts/release_check.py kustomize/overlays/production >&2; fi
 	$(VENV)/bin/kubectl kustomize kustomize/overlays/$(OVERLAY)
+
+release-check: install ## refuse the production overlay while it names placeholders (image digest, storage class)
+	$(PY) scripts/release_check.py kustomize/overlays/production
 
 $(CHECKOV_VENV)/.installed:
 	python3 -m venv $(CHECKOV_VENV)
@@ -135,6 +165,13 @@ $(CHECKOV_VENV)/.installed:
 	touch $@
 
 checkov-install: $(CHECKOV_VENV)/.installed ## checkov in its own venv (about 460 MB)
+
+$(SHAP_VENV)/.installed:
+	python3 -m venv $(SHAP_VENV)
+	$(SHAP_VENV)/bin/pip install --quiet shap==0.51.0
+	touch $@
+
+shap-install: $(SHAP_VENV)/.installed ## shap in its own venv: the batch reasons' cross-check (tests/unit/test_explain.py)
 
 checkov: install checkov-install ## security scan of every rendered overlay
 	$(PY) -m pytest tests/k8s/test_checkov.py
@@ -152,4 +189,4 @@ format: install ## apply ruff's formatting and safe fixes
 	$(VENV)/bin/ruff format .
 
 clean: ## remove the venvs, build output and caches (keeps $(MLOPS_HOME))
-	rm -rf $(VENV) $(TOOLS) $(CHECKOV_VENV) $(MLSERVER_VENV) build benchmarks/scratch .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(TOOLS) $(CHECKOV_VENV) $(SHAP_VENV) $(MLSERVER_VENV) build benchmarks/scratch .pytest_cache .ruff_cache

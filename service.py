@@ -17,9 +17,11 @@ import json
 import logging
 import os
 import sys
+import time
 import uuid
 from typing import Any
 
+import anyio
 import bentoml
 import grpc
 from bentoml._internal.context import trace_context
@@ -31,9 +33,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from churn.explain import split_explain
 from churn.jsonio import json_bytes, json_loads
 from churn.logs import setup_logging
-from churn.metrics import serving_metrics
+from churn.metrics import accept_balancing_gauge, grpc_metrics, serving_metrics
 from churn.schema import RecordValidationError, parse_predict_request
 from churn.serving import (
     HolderStatus,
@@ -44,13 +47,34 @@ from churn.serving import (
     openapi_request_model,
 )
 from churn.settings import load_settings, settings_from_env
-from churn.tuning import balance_http_workers
+from churn.tuning import balance_http_workers, check_http_balancing
 
 log = logging.getLogger("churn.service")
 
 STATUS_TIMEOUT_SECONDS = 3.0
 # A 10,000-record request takes well under a second; past this the runner is presumed gone.
 RUNNER_TIMEOUT_SECONDS = 5.0
+# A large request's JSON parsing, validation and answer are done in a thread, one request at a time
+# per worker, not on the event loop: 48 clients sending 5,000-record requests kept the loop 85 %
+# busy with them, and /health took 2-5 s (tests/integration/test_probes.py). Small requests stay on
+# the loop, where they cost less than a thread's hand-off.
+OFF_LOOP_BYTES = 64 * 1024
+OFF_LOOP_RECORDS = 100
+_off_loop_limiter: anyio.CapacityLimiter | None = None
+
+
+async def _off_loop(fn, *args):
+    """fn(*args) in a worker thread, one at a time per process: the event loop stays free."""
+    global _off_loop_limiter
+    if _off_loop_limiter is None:
+        _off_loop_limiter = anyio.CapacityLimiter(1)
+    return await anyio.to_thread.run_sync(fn, *args, limiter=_off_loop_limiter)
+
+
+# The holder of this process, when the runner is embedded in it (the default): the probes read it
+# directly. Through the runner they would queue behind predictions (an embedded runner runs one
+# call at a time per worker), and a busy pod would turn unready.
+_local_holder: ModelHolder | None = None
 
 
 class ChurnRunnable(bentoml.legacy.Runnable):
@@ -58,6 +82,7 @@ class ChurnRunnable(bentoml.legacy.Runnable):
     SUPPORTS_CPU_MULTI_THREADING = False
 
     def __init__(self) -> None:
+        global _local_holder
         settings = load_settings()
         setup_logging(settings, "runner", stream=sys.stdout)
         metrics = serving_metrics()
@@ -66,33 +91,38 @@ class ChurnRunnable(bentoml.legacy.Runnable):
             settings, PredictionLog(settings, on_drop=metrics.log_dropped.inc), metrics=metrics
         )
         self.holder.start()
+        _local_holder = self.holder
         # Flush the prediction log when the process exits (SIGTERM included: BentoML exits cleanly).
         atexit.register(self.holder.stop)
 
     # Not batchable: a request's records are scored in microseconds each on the verified fast path
     # (churn/fastpath.py), so there is nothing for adaptive batching to amortise.
     @bentoml.legacy.Runnable.method(batchable=False)
-    def predict(self, records: list[dict[str, Any]], ids: list[Any], request_id: str) -> ScoreResult:
-        return self.holder.score(records, ids, request_id)
+    def predict(
+        self, records: list[dict[str, Any]], ids: list[Any], request_id: str, explain: int | None = None
+    ) -> ScoreResult:
+        return self.holder.score(records, ids, request_id, explain)
 
     @bentoml.legacy.Runnable.method(batchable=False)
     def status(self) -> HolderStatus:
         return self.holder.status()
 
 
-# BentoML's HTTP worker imports this module before its server starts: from then on, each wake-up of
-# its event loop accepts one connection, so that a burst of clients is shared by the workers
-# (churn/tuning.py). In any other process importing it, this does nothing.
-balance_http_workers()
+def _api_workers() -> int:
+    """The API worker count BentoML starts: api_server.workers, or one per CPU of the limit."""
+    from bentoml._internal.configuration.containers import BentoMLContainer
 
-# BentoML needs the runner object when it imports this module, so its placement (embedded in the
-# API workers, or remote runner processes) is the one setting read at import. A bad value stops
+    return int(BentoMLContainer.api_server_workers.get())
+
+
+# Two settings are read when BentoML imports this module, before its server starts: the runner's
+# placement (BentoML needs the runner object now) and the HTTP workers' accept balancing (each
+# wake-up of the worker's event loop then accepts one connection, so that a burst of clients is
+# shared by the workers: churn/tuning.py; in any other process it does nothing). A bad value stops
 # the server with the same one-line error as any other setting.
-runner = bentoml.legacy.Runner(
-    ChurnRunnable,
-    name="churn_runner",
-    embedded=settings_from_env(os.environ).runner_embedded,
-)
+_import_settings = settings_from_env(os.environ)
+balance_http_workers(_import_settings.http_accept_balancing, _api_workers())
+runner = bentoml.legacy.Runner(ChurnRunnable, name="churn_runner", embedded=_import_settings.runner_embedded)
 svc = bentoml.legacy.Service("churn_service", runners=[runner])
 
 
@@ -101,6 +131,12 @@ def _startup(_ctx: bentoml.Context) -> None:
     settings = load_settings()
     setup_logging(settings, "api", stream=sys.stdout)
     log.info("API worker started (MLOPS_HOME=%s, model name %s)", settings.mlops_home, settings.model_name)
+    try:
+        balancing = check_http_balancing(asyncio.get_running_loop())
+    except RuntimeError:  # no running loop: nothing was patched to act on
+        balancing = check_http_balancing(None)
+    log.info("HTTP accept balancing: %s (%s)", "on" if balancing.active else "off", balancing.reason)
+    accept_balancing_gauge().set(int(balancing.active))
 
 
 # ------------------------------------------------------------------------------------------------
@@ -133,25 +169,34 @@ class PredictJSON(JSON, proto_fields=("json",)):
                 },
             )
         raw = await request.body()
-        try:
-            return json_loads(raw)
-        except (ValueError, RecursionError) as exc:  # JSONDecodeError and bad unicode are ValueErrors
-            return _ClientError(400, {"error": "malformed_json", "message": f"malformed JSON body: {exc}"})
+        return await _off_loop(_parse_json, raw) if len(raw) > OFF_LOOP_BYTES else _parse_json(raw)
 
     async def from_proto(self, field: Any) -> Any:
-        from google.protobuf.json_format import MessageToDict
-
         if isinstance(field, bytes):
-            try:
-                return json_loads(field)
-            except (ValueError, RecursionError) as exc:
-                return _ClientError(
-                    400, {"error": "malformed_json", "message": f"malformed JSON body: {exc}"}
-                )
-        try:
-            return MessageToDict(field, preserving_proto_field_name=True)
-        except ValueError as exc:  # e.g. NaN or Infinity in a number_value: not JSON
-            return _ClientError(400, {"error": "malformed_json", "message": f"malformed JSON value: {exc}"})
+            return await _off_loop(_parse_json, field) if len(field) > OFF_LOOP_BYTES else _parse_json(field)
+        if field.ByteSize() > OFF_LOOP_BYTES:
+            return await _off_loop(_struct_to_dict, field)
+        return _struct_to_dict(field)
+
+
+def _parse_json(raw: bytes) -> Any:
+    try:
+        return json_loads(raw)
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError and bad unicode are ValueErrors
+        return _ClientError(400, {"error": "malformed_json", "message": f"malformed JSON body: {exc}"})
+
+
+def _struct_to_dict(field: Any) -> Any:
+    from google.protobuf.json_format import MessageToDict
+
+    try:
+        return MessageToDict(field, preserving_proto_field_name=True)
+    except ValueError as exc:  # e.g. NaN or Infinity in a number_value: not JSON
+        return _ClientError(400, {"error": "malformed_json", "message": f"malformed JSON value: {exc}"})
+
+
+def _large(obj: Any) -> bool:
+    return isinstance(obj, dict) and len(obj.get("predictions", ())) > OFF_LOOP_RECORDS
 
 
 class PredictResponseJSON(JSON, proto_fields=("json",)):
@@ -162,10 +207,11 @@ class PredictResponseJSON(JSON, proto_fields=("json",)):
     async def to_http_response(self, obj: Any, ctx: bentoml.Context | None = None) -> Response:
         if not isinstance(obj, dict):
             return await super().to_http_response(obj, ctx)
+        body = await _off_loop(json_bytes, obj) if _large(obj) else json_bytes(obj)
         if ctx is None:
-            return Response(json_bytes(obj), media_type=self._mime_type)
+            return Response(body, media_type=self._mime_type)
         response = Response(
-            json_bytes(obj),
+            body,
             media_type=self._mime_type,
             headers=ctx.response.metadata,
             status_code=ctx.response.status_code,
@@ -175,10 +221,20 @@ class PredictResponseJSON(JSON, proto_fields=("json",)):
 
     async def to_proto(self, obj: Any) -> Any:
         if not _ANSWER_BYTES.get():
+            if _large(obj):
+                return await _off_loop(_dict_to_struct, obj)
             return await super().to_proto(obj)
         from google.protobuf import struct_pb2
 
-        return struct_pb2.Value(string_value=json_bytes(obj).decode())
+        text = (await _off_loop(json_bytes, obj) if _large(obj) else json_bytes(obj)).decode()
+        return struct_pb2.Value(string_value=text)
+
+
+def _dict_to_struct(obj: dict[str, Any]) -> Any:
+    from google.protobuf import struct_pb2
+    from google.protobuf.json_format import ParseDict
+
+    return ParseDict(obj, struct_pb2.Value())
 
 
 def _client_error(ctx: bentoml.Context | None, error: _ClientError) -> dict[str, Any]:
@@ -212,7 +268,12 @@ async def predict(body: Any, ctx: bentoml.Context | None = None) -> dict[str, An
     if isinstance(body, _ClientError):
         return _client_error(ctx, body)
     try:
-        records, ids = parse_predict_request(body)
+        body, explain = split_explain(body)  # "explain": K asks for reasons (churn/explain.py)
+        instances = body.get("instances") if isinstance(body, dict) else None
+        if isinstance(instances, list) and len(instances) > OFF_LOOP_RECORDS:
+            records, ids = await _off_loop(parse_predict_request, body)
+        else:
+            records, ids = parse_predict_request(body)
     except RecordValidationError as exc:
         return _client_error(ctx, _ClientError(400, exc.as_dict()))
     # The same id BentoML returns in the X-BentoML-Request-ID header, so that a prediction-log line
@@ -222,7 +283,7 @@ async def predict(body: Any, ctx: bentoml.Context | None = None) -> dict[str, An
     try:
         # Bounded: a request caught in a runner process that dies is otherwise left waiting.
         result = await asyncio.wait_for(
-            runner.predict.async_run(records, ids, request_id), RUNNER_TIMEOUT_SECONDS
+            runner.predict.async_run(records, ids, request_id, explain), RUNNER_TIMEOUT_SECONDS
         )
     except Exception as exc:
         # The runner process is down or restarting (killed, OOM) or shed the load: a clean,
@@ -231,6 +292,10 @@ async def predict(body: Any, ctx: bentoml.Context | None = None) -> dict[str, An
         return _unavailable(ctx, f"model runner unavailable ({type(exc).__name__}); retry shortly")
     if not result.models:
         return _unavailable(ctx, result.error or "no model loaded yet")
+    if result.explained is not None and result.explained.refused:
+        return _client_error(ctx, _ClientError(422, result.explained.error_body()))
+    if len(ids) > OFF_LOOP_RECORDS:
+        return await _off_loop(build_response, result, ids)
     return build_response(result, ids)
 
 
@@ -240,9 +305,15 @@ async def predict(body: Any, ctx: bentoml.Context | None = None) -> dict[str, An
 
 
 async def _runner_status() -> tuple[HolderStatus | None, str | None]:
-    """The runner's status, or (None, why) when it does not answer."""
+    """The model holder's status, or (None, why) when it does not answer. An embedded holder is
+    asked in this process, beside the prediction queue (in a thread when it holds no model: then a
+    status call may load one); a remote runner process through the runner."""
+    holder = _local_holder
+    if holder is not None and holder.serving.current is not None:
+        return holder.status(), None  # reads memory only: a holder with a model never refreshes here
     try:
-        return await asyncio.wait_for(runner.status.async_run(), STATUS_TIMEOUT_SECONDS), None
+        asked = asyncio.to_thread(holder.status) if holder is not None else runner.status.async_run()
+        return await asyncio.wait_for(asked, STATUS_TIMEOUT_SECONDS), None
     except Exception as exc:  # the runner process is down, restarting or stuck
         return None, f"runner not answering: {type(exc).__name__}: {exc}"
 
@@ -302,6 +373,26 @@ GRPC_CALL = "/bentoml.grpc.v1.BentoService/Call"
 GRPC_SERVICE_NAMES = ("", "bentoml.grpc.v1.BentoService")
 
 
+def _record_grpc_call(api_name: str, code: grpc.StatusCode, seconds: float) -> None:
+    from bentoml._internal.configuration.containers import BentoMLContainer
+    from bentoml.grpc.utils import to_http_status
+
+    metrics = grpc_metrics(tuple(BentoMLContainer.duration_buckets.get()))
+    # Only the service's own API names: a label per name a client makes up would grow without bound.
+    labels = {
+        "api_name": api_name if api_name in svc.apis else "unknown",
+        "grpc_code": code.name,
+        "http_response_code": str(to_http_status(code)),
+    }
+    metrics.requests.labels(**labels).inc()
+    metrics.duration.labels(**labels).observe(seconds)
+
+
+def _context_code(context: Any) -> grpc.StatusCode | None:
+    code = getattr(context, "code", None)
+    return code() if callable(code) else None
+
+
 class ChurnGrpcInterceptor(grpc.aio.ServerInterceptor):
     async def intercept_service(self, continuation, handler_call_details):
         if handler_call_details.method == GRPC_HEALTH_CHECK:
@@ -311,6 +402,24 @@ class ChurnGrpcInterceptor(grpc.aio.ServerInterceptor):
             inner = handler.unary_unary
 
             async def call(request, context):
+                started, code = time.perf_counter(), grpc.StatusCode.OK
+                try:
+                    response = await _call(request, context)
+                    code = _context_code(context) or grpc.StatusCode.OK  # set_code() without abort
+                    return response
+                except grpc.aio.AbortError:  # context.abort(): the code is on the context
+                    code = _context_code(context) or grpc.StatusCode.UNKNOWN
+                    raise
+                except asyncio.CancelledError:  # the client went away or its deadline passed
+                    code = grpc.StatusCode.CANCELLED
+                    raise
+                except Exception:  # grpc answers an unhandled exception with UNKNOWN
+                    code = grpc.StatusCode.UNKNOWN
+                    raise
+                finally:
+                    _record_grpc_call(request.api_name, code, time.perf_counter() - started)
+
+            async def _call(request, context):
                 if request.api_name not in svc.apis:
                     await context.abort(
                         grpc.StatusCode.INVALID_ARGUMENT,

@@ -51,3 +51,26 @@ def share(text: str) -> float:
     if not 0 <= value <= 1:
         raise argparse.ArgumentTypeError(f"must be in [0, 1], got {value}")
     return value
+
+
+def shard_spec(text: str) -> tuple[int, int]:
+    """INDEX/COUNT with 0 <= INDEX < COUNT (a Kubernetes Indexed Job's completion index / completions)."""
+    try:
+        index, count = (int(x) for x in text.split("/"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected INDEX/COUNT such as 0/4, got {text!r}") from None
+    if not 0 <= index < count:
+        raise argparse.ArgumentTypeError(f"needs 0 <= INDEX < COUNT, got {text!r}")
+    return index, count
+
+
+def reasons_count(text: str) -> int:
+    """How many reasons: 1 to the number of features, or "all"."""
+    from churn.schema import FEATURE_NAMES
+
+    if text == "all":
+        return len(FEATURE_NAMES)
+    value = _number(text, int)
+    if not 1 <= value <= len(FEATURE_NAMES):
+        raise argparse.ArgumentTypeError(f'must be 1 to {len(FEATURE_NAMES)}, or "all"; got {value}')
+    return value

@@ -1,7 +1,8 @@
 """Reading models from the BentoML model store: the one place that knows how a model is stored.
 
-The store is opened at `$BENTOML_HOME/models` from the settings, explicitly, so that a process
-whose BentoML was configured before the settings were read still reads the volume's store.
+The store is opened at MODEL_STORE (default `$BENTOML_HOME/models`) from the settings, explicitly,
+so that a process whose BentoML was configured before the settings were read still reads the
+volume's store, and each server can have a BENTOML_HOME of its own.
 """
 
 from __future__ import annotations
@@ -12,7 +13,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from churn.fastpath import FastScorer, build_fast_scorer
+from churn.explain import ExplainRefused, LinearReasons
+from churn.fastpath import FastScorer, verified_fast_scorer
 from churn.registry import current_tag
 from churn.schema import EXAMPLE_RECORD, FEATURE_NAMES, records_to_frame
 from churn.settings import Settings
@@ -40,6 +42,9 @@ class LoadedModel:
     threshold: float
     metadata: dict[str, Any]
     fast: FastScorer | None = None
+    # Exact per-feature reasons (churn/explain.py), for a model the fast path verified; else why not.
+    reasons: LinearReasons | None = None
+    reasons_refusal: str | None = None
 
     def predict_proba(self, frame: pd.DataFrame) -> np.ndarray:
         return self.pipeline.predict_proba(frame[list(FEATURE_NAMES)])[:, 1]
@@ -81,7 +86,21 @@ def warm_imports() -> None:
 def model_store(settings: Settings):
     from bentoml._internal.models import ModelStore  # the store class BentoML's own API wraps
 
-    return ModelStore(str(settings.bentoml_home_path / "models"))
+    return ModelStore(str(settings.model_store_path))
+
+
+def save_to_store(settings: Settings, name: str, pipeline: Any, **options: Any) -> bentoml.Model:
+    """bentoml.sklearn.save_model into MODEL_STORE. BentoML's save functions take no store argument
+    and write to its default one, `$BENTOML_HOME/models`, which in the manifests is each pod's own
+    /tmp: the default is pointed at MODEL_STORE for the call."""
+    import bentoml.sklearn
+    from bentoml._internal.configuration.containers import BentoMLContainer
+
+    BentoMLContainer.model_store.set(model_store(settings))
+    try:
+        return bentoml.sklearn.save_model(name, pipeline, **options)
+    finally:
+        BentoMLContainer.model_store.reset()
 
 
 def get_store_model(settings: Settings, tag: str) -> bentoml.Model:
@@ -129,23 +148,34 @@ def load_model(settings: Settings, tag: str) -> LoadedModel:
         raise ModelUnavailable(f"model {tag} fails its smoke test: {type(exc).__name__}: {exc}") from None
     if not (proba.shape == (1,) and 0.0 <= float(proba[0]) <= 1.0):
         raise ModelUnavailable(f"model {tag} fails its smoke test: probability {proba!r} out of [0, 1]")
+    fast, reasons, refusal = _verified_fast_paths(bento_model, pipeline)
     return LoadedModel(
         tag=str(bento_model.tag),
         pipeline=pipeline,
         threshold=threshold,
         metadata=metadata,
-        fast=_verified_fast_scorer(bento_model, pipeline),
+        fast=fast,
+        reasons=reasons,
+        reasons_refusal=refusal,
     )
 
 
-def _verified_fast_scorer(bento_model, pipeline) -> FastScorer | None:
-    """The lean path, only if it reproduces the pipeline on the model's own reference sample."""
+def _verified_fast_paths(bento_model, pipeline) -> tuple[FastScorer | None, LinearReasons | None, str | None]:
+    """The lean path, only if it reproduces the pipeline on the model's own reference sample; and
+    its reasons, only if they add up to the pipeline's logit there. Else None and why not."""
     try:
-        sample = bento_model.custom_objects[REFERENCE_KEY].head(2000)
+        reference = bento_model.custom_objects[REFERENCE_KEY]
     except Exception:
-        return None
+        return None, None, "no readable reference sample stored with the model to verify against"
+    sample = reference.head(2000)
     expected = pipeline.predict_proba(sample[list(FEATURE_NAMES)])[:, 1]
-    return build_fast_scorer(pipeline, sample.to_dict(orient="records"), expected)
+    fast, why = verified_fast_scorer(pipeline, sample.to_dict(orient="records"), expected)
+    if fast is None:
+        return None, None, why
+    try:
+        return fast, LinearReasons.for_pipeline(pipeline, reference, fast), None
+    except ExplainRefused as exc:
+        return fast, None, str(exc)
 
 
 def load_current(settings: Settings) -> LoadedModel:

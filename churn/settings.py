@@ -11,6 +11,7 @@ import sys
 from collections.abc import Mapping
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import (
     BaseModel,
@@ -36,6 +37,7 @@ DEFAULT_GATE_MIN_CLASS_COUNT = 50
 ENV_VARS: dict[str, str] = {
     "MLOPS_HOME": "mlops_home",
     "BENTOML_HOME": "bentoml_home",
+    "MODEL_STORE": "model_store",
     "MODEL_NAME": "model_name",
     "LOG_LEVEL": "log_level",
     "RELOAD_INTERVAL_SECONDS": "reload_interval_seconds",
@@ -43,6 +45,7 @@ ENV_VARS: dict[str, str] = {
     "PREDICTION_LOG_MAX_BYTES": "prediction_log_max_bytes",
     "PREDICTION_LOG_QUEUE_SIZE": "prediction_log_queue_size",
     "RUNNER_EMBEDDED": "runner_embedded",
+    "HTTP_ACCEPT_BALANCING": "http_accept_balancing",
     "PREDICTION_LOG_MAX_TOTAL_BYTES": "prediction_log_max_total_bytes",
     "RETENTION_DAYS": "retention_days",
     "FEEDBACK_RETENTION_DAYS": "feedback_retention_days",
@@ -73,6 +76,10 @@ class Settings(BaseModel):
 
     mlops_home: Path = Path(".mlops")
     bentoml_home: Path | None = None
+    # The versioned models, shared by every program. Apart from BENTOML_HOME, which each server
+    # must have to itself (every start empties its prometheus_multiproc_dir): the manifests put
+    # BENTOML_HOME on the pod's own /tmp and the store on the volume.
+    model_store: Path | None = None
     model_name: str = Field("churn_model", pattern=r"^[a-z0-9][a-z0-9_.-]{0,62}$")
     log_level: str = "INFO"
     # How often each server re-reads the registry (hot reload: 30 s is the promise, 5 s leaves room)
@@ -108,6 +115,9 @@ class Settings(BaseModel):
     # workers (RSS +290 MB over 45 s at 32 clients) and adds an inter-process hop; embedded, RSS
     # stays flat. false restores remote runner processes with adaptive batching.
     runner_embedded: bool = True
+    # The HTTP workers' accept balancing (churn/tuning.py): "auto" with two API workers or more (with
+    # one it only adds latency), "on" always, "off" never. Read when BentoML imports service.py.
+    http_accept_balancing: Literal["auto", "on", "off"] = "auto"
     # Drift alerting, from the Kubernetes Secret. SecretStr: printing the settings shows '**********'.
     monitoring_webhook_url: SecretStr | None = None
     monitoring_api_token: SecretStr | None = None
@@ -128,6 +138,11 @@ class Settings(BaseModel):
             )
         return self
 
+    @field_validator("http_accept_balancing", mode="before")
+    @classmethod
+    def _balancing(cls, value: str) -> str:
+        return str(value).strip().lower()
+
     @field_validator("log_level", mode="before")
     @classmethod
     def _level(cls, value: str) -> str:
@@ -139,6 +154,10 @@ class Settings(BaseModel):
     @property
     def bentoml_home_path(self) -> Path:
         return self.bentoml_home or self.mlops_home / "bentoml"
+
+    @property
+    def model_store_path(self) -> Path:
+        return self.model_store or self.bentoml_home_path / "models"
 
     @property
     def registry_path(self) -> Path:
@@ -176,20 +195,29 @@ class Settings(BaseModel):
         return self.reports_dir / "latest-performance" / PERFORMANCE_REPORT_JSON
 
     def ensure_dirs(self) -> None:
-        """Create the state folders and prove they are writable, naming the variable if not."""
-        for var, path in (("MLOPS_HOME", self.mlops_home), ("BENTOML_HOME", self.bentoml_home_path)):
+        """Create every folder the programs write to and prove each writable, naming the folder and
+        the user if not: on shared storage that ignores fsGroup (many ReadWriteMany drivers), the
+        volume's owner is the first thing to check, and Pod Security forbids a root `chown`."""
+        outcomes = self.outcomes_inbox.parent
+        subs = (self.logs_dir, self.predictions_dir, self.reports_dir, self.feedback_dir)
+        subs += (self.outcomes_inbox, outcomes / "done", outcomes / "rejected")  # the drop folder
+        folders = [
+            ("MLOPS_HOME", self.mlops_home, self.mlops_home),
+            ("BENTOML_HOME", self.bentoml_home_path, self.bentoml_home_path),
+            ("MODEL_STORE", self.model_store_path, self.model_store_path),
+        ] + [("MLOPS_HOME", self.mlops_home, sub) for sub in subs]
+        for var, value, path in folders:
             try:
                 path.mkdir(parents=True, exist_ok=True)
                 probe = path / f".write-test-{os.getpid()}"
                 probe.write_bytes(b"")
                 probe.unlink()
             except OSError as exc:
-                raise SettingsError(f"{var}={path}: not a writable folder ({exc.strerror or exc})") from None
-        for sub in (self.logs_dir, self.predictions_dir, self.reports_dir, self.feedback_dir):
-            try:
-                sub.mkdir(parents=True, exist_ok=True)
-            except OSError:
-                pass  # a read-only sub-folder is reported by the part that writes there
+                raise SettingsError(
+                    f"{var}={value}: not a writable folder: {path} for uid {os.getuid()} gid {os.getgid()} "
+                    f"({exc.strerror or exc}); the volume must be writable by that user "
+                    "(docs/kubernetes.md, Storage)"
+                ) from None
 
     def export_bentoml_home(self) -> None:
         """Point BentoML at the store on the volume; must run before bentoml reads its config."""
@@ -213,6 +241,7 @@ def settings_from_env(env: Mapping[str, str]) -> Settings:
         update={
             "mlops_home": settings.mlops_home.expanduser().absolute(),
             "bentoml_home": settings.bentoml_home_path.expanduser().absolute(),
+            "model_store": settings.model_store_path.expanduser().absolute(),
         }
     )
 

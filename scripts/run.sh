@@ -38,16 +38,11 @@ for name, port in ports.items():
                  f"or pick another, e.g. make run {name}={port + 100}")
 EOF
 
-# The shared model store. Each server gets its own BENTOML_HOME whose `models` is that store:
+# One model store (MODEL_STORE) for every program; each server gets a BENTOML_HOME of its own:
 # every BentoML server start empties $BENTOML_HOME/prometheus_multiproc_dir, so two servers on
-# one home would wipe each other's metrics (in Kubernetes, an emptyDir per pod does the same).
+# one home would wipe each other's metrics (in Kubernetes, each pod's /tmp does the same).
 export BENTOML_HOME="$MLOPS_HOME/bentoml"
-mkdir -p "$BENTOML_HOME/models"
-for server in http grpc; do
-  home="$MLOPS_HOME/servers/$server"
-  mkdir -p "$home"
-  ln -sfn "$BENTOML_HOME/models" "$home/models"
-done
+export MODEL_STORE="$BENTOML_HOME/models"
 
 if ! "$PY" -m training.registry current >/dev/null 2>&1; then
   echo "no current model in $MLOPS_HOME/registry.json: training one" >&2

@@ -9,9 +9,11 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -106,9 +108,12 @@ class Server:
     """A real `bentoml serve` / `serve-grpc` process with its own BENTOML_HOME whose `models` is
     the shared store (BentoML empties $BENTOML_HOME/prometheus_multiproc_dir at every start)."""
 
-    def __init__(self, kind: str, mlops_home: Path, log_dir: Path, **env: str):
+    def __init__(self, kind: str, mlops_home: Path, log_dir: Path, workers: int | None = None, **env: str):
+        """`workers`: API worker processes (BentoML's default is one per CPU: a test that counts on
+        two must say so, or it passes only on a machine with two cores)."""
         assert kind in ("http", "grpc")
         self.kind = kind
+        self.workers = workers
         self.port = free_port()
         self.metrics_port = free_port()
         home = mlops_home / "servers" / f"{kind}-{self.port}"
@@ -137,13 +142,17 @@ class Server:
             "--port",
             str(self.port),
         ]
+        options = [self.env.get("BENTOML_CONFIG_OPTIONS", "")]
+        if self.workers is not None:
+            options.append(f"api_server.workers={self.workers}")
         if self.kind == "grpc":
-            self.env["BENTOML_CONFIG_OPTIONS"] = (
+            options.append(
                 f"api_server.grpc.metrics.port={self.metrics_port} api_server.grpc.metrics.host=127.0.0.1"
             )
             # As scripts/run.sh and the gRPC Deployment do (BentoML 1.4.40 omits it for the metrics
             # process of serve-grpc, which then fails every scrape).
             self.env["PROMETHEUS_MULTIPROC_DIR"] = self.env["BENTOML_HOME"] + "/prometheus_multiproc_dir"
+        self.env["BENTOML_CONFIG_OPTIONS"] = " ".join(o for o in options if o)
         log = open(self.log_path, "wb")  # noqa: SIM115 - closed with the process
         self.proc = subprocess.Popen(
             cmd, cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
@@ -193,3 +202,67 @@ def wait_for(predicate, timeout: float, interval: float = 0.5, what: str = "cond
             return last
         time.sleep(interval)
     raise AssertionError(f"timed out after {timeout}s waiting for {what} (last: {last!r})")
+
+
+class LoadClients:
+    """`clients` threads, each calling `call(i, n)` (client i, its n-th request) until stopped.
+    `call` returns an outcome (an HTTP status, a gRPC code name); an exception of any kind is
+    recorded as an outcome too (its class name, the message in `errors`), never lost with a dead
+    thread. `check()` then asserts that every client lived to the end and sent its share."""
+
+    def __init__(self, clients: int, call: Callable[[int, int], Any], ok: tuple = (200, "OK")):
+        self.call, self.ok = call, ok
+        self.results: list[tuple[float, float, Any]] = []  # (sent at, took, outcome), monotonic s
+        self.errors: list[str] = []
+        self.sent = [0] * clients
+        self.lived = [False] * clients
+        self.stopped = threading.Event()
+        self.threads = [threading.Thread(target=self._client, args=(i,), daemon=True) for i in range(clients)]
+
+    def _client(self, i: int) -> None:
+        try:
+            n = 0
+            while not self.stopped.is_set():
+                sent = time.monotonic()
+                try:
+                    outcome = self.call(i, n)
+                except Exception as exc:  # noqa: BLE001 - every failure counts, whatever it is
+                    outcome = type(exc).__name__
+                    self.errors.append(f"client {i}: {outcome}: {str(exc)[:200]}")
+                self.results.append((sent, time.monotonic() - sent, outcome))
+                self.sent[i] += 1
+                n += 1
+            self.lived[i] = True
+        except BaseException as exc:  # what even the loop above cannot survive: recorded
+            self.errors.append(f"client {i} died: {type(exc).__name__}: {exc}")
+            raise
+
+    def start(self) -> LoadClients:
+        for t in self.threads:
+            t.start()
+        return self
+
+    def stop(self, timeout: float = 60) -> LoadClients:
+        self.stopped.set()
+        for t in self.threads:
+            t.join(timeout)
+        return self
+
+    def run(self, seconds: float) -> LoadClients:
+        self.start()
+        time.sleep(seconds)
+        return self.stop()
+
+    @property
+    def failures(self) -> list[Any]:
+        return [o for _, _, o in self.results if o not in self.ok]
+
+    def check(self, min_share: float = 0.25) -> None:
+        """Every client lived until stopped and sent at least `min_share` of the mean count."""
+        hung = [i for i, t in enumerate(self.threads) if t.is_alive()]
+        assert not hung, f"clients {hung} still running (hung) after the stop"
+        assert all(self.lived), (
+            f"clients died: {[i for i, x in enumerate(self.lived) if not x]} {self.errors[-3:]}"
+        )
+        mean = sum(self.sent) / len(self.sent)
+        assert min(self.sent) >= max(1.0, min_share * mean), f"a client sent less than its share: {self.sent}"

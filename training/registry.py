@@ -90,7 +90,7 @@ def cmd_show(settings: Settings, registry: Registry, args) -> int:
         info = get_store_model(settings, args.tag).info
         metadata = dict(info.metadata)
         metadata.pop("feature_schema", None)
-        out["store"] = {"path": str(settings.bentoml_home_path / "models"), "metadata": metadata}
+        out["store"] = {"path": str(settings.model_store_path), "metadata": metadata}
     except Exception as exc:  # shown, not fatal: `show` is how one finds out what is wrong
         out["store"] = {"error": str(exc)}
     print(json.dumps(out, indent=2, default=str))
@@ -99,9 +99,7 @@ def cmd_show(settings: Settings, registry: Registry, args) -> int:
 
 def cmd_promote(settings: Settings, registry: Registry, args) -> int:
     if not tag_in_store(settings, args.tag):
-        return _fail(
-            f"{args.tag} is not in the model store {settings.bentoml_home_path / 'models'}; refusing"
-        )
+        return _fail(f"{args.tag} is not in the model store {settings.model_store_path}; refusing")
     event = registry.promote(args.tag, args.reason)
     print(f"current: {event['tag']} (was {event['previous']})")
     return 0

@@ -188,11 +188,10 @@ def save_and_register(
     `decision` (promoted, reason) overrides the registry's own policy (retraining's gate), made
     against `if_current`: promoted only if that is still current. `details` go into the registry
     history with the registration."""
-    import bentoml
+    from churn.model import CALIBRATION_KEY, MEMBERSHIP_KEY, REFERENCE_KEY, load_model, save_to_store
 
-    from churn.model import CALIBRATION_KEY, MEMBERSHIP_KEY, REFERENCE_KEY, load_model
-
-    bento_model = bentoml.sklearn.save_model(
+    bento_model = save_to_store(
+        settings,
         settings.model_name,
         result.pipeline,
         signatures={"predict_proba": {"batchable": True, "batch_dim": 0}},
@@ -208,7 +207,7 @@ def save_and_register(
         },
     )
     tag = str(bento_model.tag)
-    log.info("saved %s to %s", tag, settings.bentoml_home_path / "models")
+    log.info("saved %s to %s", tag, settings.model_store_path)
 
     # Smoke-load from the store, as the API will, and check it reproduces the test predictions.
     loaded = load_model(settings, tag)

@@ -10,9 +10,8 @@ kubelet (no cluster can run here). What is translated, and how:
 - a pod's initContainers -> run to completion, in order, before its main container starts;
 - the PersistentVolumeClaim -> one Docker volume shared by every container; an emptyDir -> a
   tmpfs at the same path;
-- the pod's fsGroup -> a one-off `chown` of the fresh volume to that group (the kubelet's job);
-  an emptyDir mounted inside the volume gets its mount point made world-writable first, as the
-  kubelet presents every emptyDir (Docker would otherwise copy the mount point's 0755 onto the tmpfs);
+- the pod's fsGroup -> a one-off `chown` of the fresh volume to that group (the kubelet's job;
+  left out to play a ReadWriteMany driver that ignores fsGroup);
 - host networking: containerPorts are host ports on 127.0.0.1, so one replica per Deployment runs.
 
 Test instrumentation added to every container, and only here: a read-only mount of
@@ -48,6 +47,7 @@ from tests.support import ROOT
 VERSION = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
 # The image under test: `make image e2e IMAGE=...` passes another tag (the manifests keep theirs).
 IMAGE = os.environ.get("CHURN_IMAGE") or f"churn-service:{VERSION}"
+IMAGE_REPOSITORY = "churn-service"  # the overlay's image name, whatever its tag
 NETAUDIT = Path(__file__).resolve().parent / "netaudit"
 CGROUP_MEMORY = Path("/sys/fs/cgroup/memory/docker")
 
@@ -265,31 +265,45 @@ def image() -> str:
     return IMAGE
 
 
+def use_image(docs: list[dict], image: str) -> None:
+    """Every container of ours runs the image under test (IMAGE / CHURN_IMAGE), not the overlay's
+    tag: otherwise `make e2e IMAGE=...` would run whatever image holds the manifests' tag."""
+    repo = IMAGE_REPOSITORY
+    for doc in docs:
+        spec = doc.get("spec", {})
+        pod = (spec.get("jobTemplate", {}).get("spec", spec)).get("template", {}).get("spec", {})
+        for c in pod.get("initContainers", []) + pod.get("containers", []):
+            if c["image"].split("@")[0].rsplit(":", 1)[0] == repo:
+                c["image"] = image
+
+
 @contextlib.contextmanager
-def fresh_manifests(image: str, audit_dir: Path):
+def fresh_manifests(image: str, audit_dir: Path, fs_group_applied: bool = True):
     """The rendered manifests, with a fresh state volume (what the PVC gives a new namespace),
-    and everything started on it removed at the end."""
+    and everything started on it removed at the end. `fs_group_applied=False`: the volume stays
+    root's, as on a ReadWriteMany driver that ignores the pod's fsGroup."""
     docs = [d for d in yaml.safe_load_all(render()) if d]
+    use_image(docs, image)
     volume = f"churn-e2e-state-{uuid.uuid4().hex[:8]}"
     docker("volume", "create", volume)
     audit_dir.chmod(0o777)  # written by the containers' user, 1034
     m = Manifests(docs, volume, audit_dir)
-    # The kubelet applies the pod's fsGroup to the volume; here a one-off chown does.
-    train = next(d for d in docs if d["kind"] == "Job")["spec"]["template"]["spec"]["securityContext"]
-    nested = sorted(
-        {
-            mount["mountPath"]
-            for d in docs
-            if d["kind"] == "Deployment"
-            for c in d["spec"]["template"]["spec"]["containers"]
-            for mount in c.get("volumeMounts", [])
-            if mount["mountPath"].startswith("/mlops/")
-        }
-    )
-    script = "".join(f"mkdir -p {p} && " for p in nested)
-    script += f"chown -R {train['runAsUser']}:{train['fsGroup']} /mlops"
-    script += "".join(f" && chmod 1777 {p}" for p in nested)
-    docker("run", "--rm", "--user", "0", "--entrypoint", "sh", "-v", f"{volume}:/mlops", image, "-c", script)
+    if fs_group_applied:  # the kubelet's part; here a one-off chown
+        train = next(d for d in docs if d["kind"] == "Job")["spec"]["template"]["spec"]["securityContext"]
+        owner = f"{train['runAsUser']}:{train['fsGroup']}"
+        docker(
+            "run",
+            "--rm",
+            "--user",
+            "0",
+            "--entrypoint",
+            "chown",
+            "-v",
+            f"{volume}:/mlops",
+            image,
+            owner,
+            "/mlops",
+        )
     try:
         yield m
     finally:

@@ -18,7 +18,8 @@ def served_home(tmp_path_factory):
 @pytest.fixture(scope="session")
 def http_server(served_home, tmp_path_factory):
     home, _ = served_home
-    server = Server("http", home, tmp_path_factory.mktemp("logs")).start()
+    # Two API workers, set explicitly: test_tail.py measures how connections spread over both.
+    server = Server("http", home, tmp_path_factory.mktemp("logs"), workers=2).start()
     yield server
     server.stop()
 

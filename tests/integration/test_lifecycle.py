@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import re
-import threading
 import time
 from collections import defaultdict
 
@@ -15,7 +14,7 @@ import psutil
 import pytest
 
 from churn.client import grpc_health, predict_grpc, records_from_csv
-from tests.support import DATA, Server, http, run_cli, state_env, train, wait_for
+from tests.support import DATA, LoadClients, Server, http, run_cli, state_env, train, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -31,8 +30,8 @@ def servers(tmp_path_factory):
     home = tmp_path_factory.mktemp("lifecycle")
     logs = tmp_path_factory.mktemp("logs")
     started = {
-        "http": Server("http", home, logs, RELOAD_INTERVAL_SECONDS=str(RELOAD)).start(),
-        "grpc": Server("grpc", home, logs, RELOAD_INTERVAL_SECONDS=str(RELOAD)).start(),
+        "http": Server("http", home, logs, workers=2, RELOAD_INTERVAL_SECONDS=str(RELOAD)).start(),
+        "grpc": Server("grpc", home, logs, workers=2, RELOAD_INTERVAL_SECONDS=str(RELOAD)).start(),
     }
     yield home, started
     for server in started.values():
@@ -160,32 +159,27 @@ def test_promote_and_rollback_reach_every_worker_within_the_interval_under_load(
     v2 = train(home, "--seed", "3", "--promote", "never")["tag"]
     seen: list[tuple[float, str, str]] = []  # (wall clock at send, transport, model)
     failures: list[str] = []
-    stop = threading.Event()
 
-    def http_client(i):
-        while not stop.is_set():
-            sent = time.time()
-            status, body, _ = http(
-                "POST", started["http"].url + "/predict", {"instances": RECORDS[i : i + 3]}
-            )
-            if status == 200:
-                seen.append((sent, "http", body["model"]))
-            else:
-                failures.append(f"http {status} {body}")
+    def http_client(i: int, n: int):
+        sent = time.time()
+        status, body, _ = http("POST", started["http"].url + "/predict", {"instances": RECORDS[i : i + 3]})
+        if status == 200:
+            seen.append((sent, "http", body["model"]))
+        else:
+            failures.append(f"http {status} {body}")
+        return status
 
-    def grpc_client():
-        while not stop.is_set():
-            sent = time.time()
-            code, body = predict_grpc(started["grpc"].address, RECORDS[:3])
-            if code == "OK":
-                seen.append((sent, "grpc", body["model"]))
-            else:
-                failures.append(f"grpc {code} {body}")
+    def grpc_client(i: int, n: int):
+        sent = time.time()
+        code, body = predict_grpc(started["grpc"].address, RECORDS[:3])
+        if code == "OK":
+            seen.append((sent, "grpc", body["model"]))
+        else:
+            failures.append(f"grpc {code} {body}")
+        return code
 
-    threads = [threading.Thread(target=http_client, args=(i,)) for i in range(4)]
-    threads += [threading.Thread(target=grpc_client) for _ in range(2)]
-    for t in threads:
-        t.start()
+    # Every exception counts as a failure; each client must live to the end and send its share.
+    loads = [LoadClients(4, http_client).start(), LoadClients(2, grpc_client).start()]
     switches: dict[str, float] = {}  # action -> when the registry changed (wall clock)
     took: dict[str, dict[str, float]] = {}  # action -> transport -> first new answer after the change
     try:
@@ -203,11 +197,12 @@ def test_promote_and_rollback_reach_every_worker_within_the_interval_under_load(
                 for tr in ("http", "grpc")
             }
     finally:
-        stop.set()
-        for t in threads:
-            t.join(30)
+        for load in loads:
+            load.stop(30)
     print(f"\nfirst answer from the new version after the registry changed (s): {took}")
-    assert failures == []
+    assert failures == [] and all(load.failures == [] for load in loads), loads[0].errors + loads[1].errors
+    for load in loads:
+        load.check()
     assert {m for *_, m in seen} == {v1, v2}
     # Every worker of both servers served, and none with the old version once the bound had passed.
     for kind, server in started.items():

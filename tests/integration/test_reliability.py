@@ -8,18 +8,18 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import threading
 import time
 import uuid
-from concurrent.futures import ThreadPoolExecutor
 
 import psutil
 import pytest
 
 from churn.client import call_grpc, grpc_stub, predict_grpc, records_from_csv
 from churn.schema import EXAMPLE_RECORD
-from tests.support import DATA, Server, http, run_cli, state_env, train, wait_for
+from tests.support import DATA, LoadClients, Server, http, run_cli, state_env, train, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -105,6 +105,7 @@ HOSTILE = [
     ("form content type", b"instances=1", "application/x-www-form-urlencoded", {415}),
     ("no content type", json.dumps({"instances": [EXAMPLE_RECORD]}).encode(), "", {415}),
     ("empty body", b"", "application/json", {400}),
+    ("instances not a list", b'{"instances": 5}', "application/json", {400}),
 ]
 
 
@@ -161,45 +162,47 @@ def _server_rss(srv: Server) -> int:
     return total
 
 
-def _load(url: str, clients: int, seconds: float, timeout: float = 10):
+def _load(url: str, clients: int, seconds: float, timeout: float = 10) -> LoadClients:
     """Closed-loop load: `clients` threads, one record per request, for `seconds`."""
-    codes: list[int] = []
-    errors: list[str] = []
-    stop = time.monotonic() + seconds
 
-    def client(i):
-        n = 0
-        while time.monotonic() < stop:
-            try:
-                status, body, _ = http(
-                    "POST", url + "/predict", {"instances": [RECORDS[(i * 31 + n) % 500]]}, timeout=timeout
-                )
-                codes.append(status)
-                if status != 200:
-                    errors.append(f"{status} {str(body)[:120]}")
-            except OSError as exc:
-                errors.append(f"{type(exc).__name__}: {exc}")
-            n += 1
+    def call(i: int, n: int) -> int:
+        return http("POST", url + "/predict", {"instances": [RECORDS[(i * 31 + n) % 500]]}, timeout=timeout)[
+            0
+        ]
 
-    with ThreadPoolExecutor(clients) as pool:
-        list(pool.map(client, range(clients)))
-    return codes, errors
+    return LoadClients(clients, call).run(seconds)
 
 
 # `make soak` sets CHURN_LOAD_SECONDS=600; `make test` runs the same test for 45 s.
 LOAD_SECONDS = float(os.environ.get("CHURN_LOAD_SECONDS", "45"))
-# Measured (README, reliability table): under this load the server tree's RSS climbs for about
-# 3 minutes (allocator arenas, caches) and then stays flat. A run of 5 minutes or more must show
-# the plateau: at most PLATEAU_MB of growth over its last 5 minutes. A shorter run sees only the
-# climb, which must stay under RAMP_MB.
+# Measured (README, reliability table): under this load the server tree's RSS climbs for 3 to 6
+# minutes (allocator arenas, caches; longer when the machine is busy) and then stays flat. The
+# README's bound, held by this test: at most PLATEAU_MB of growth over the second half of the run
+# (over the last 5 minutes of a run of 10 minutes or more).
 PLATEAU_MB = 25.0
-RAMP_MB = 150.0
+
+
+def _late_growth(curve: list[tuple[float, float]], seconds: float) -> tuple[float, float]:
+    """RSS growth (MB) over the run's bounded window (its second half, at most its last 5 minutes),
+    and the window's length in seconds."""
+    window = min(300.0, seconds / 2)
+    late = [mb for t, mb in curve if t >= seconds - window]
+    return late[-1] - late[0], window
+
+
+def test_the_memory_bound_is_on_the_second_half():
+    """A server that grows 30 MB over the second half of the 45-s run fails (the old bound, 150 MB
+    over the whole run, let it pass); one that climbs early and then stays flat passes."""
+    leaking = [(t, 600.0 + (30.0 * (t - 22.5) / 22.5 if t > 22.5 else 0.0)) for t in range(0, 46, 4)]
+    settling = [(t, 600.0 + min(t, 15) * 6.0) for t in range(0, 46, 4)]
+    assert _late_growth(leaking, 45)[0] >= PLATEAU_MB
+    assert _late_growth(settling, 45)[0] < PLATEAU_MB
 
 
 @pytest.mark.timeout(LOAD_SECONDS + 300)
 def test_sustained_load_32_clients_no_errors_and_stable_memory(server):
     _load(server.url, 8, 3)  # warm-up
-    step = min(60.0, LOAD_SECONDS / 5)
+    step = min(60.0, LOAD_SECONDS / 10)
     curve: list[tuple[float, float]] = [(0.0, _server_rss(server) / 1e6)]
     done = threading.Event()
 
@@ -212,23 +215,22 @@ def test_sustained_load_32_clients_no_errors_and_stable_memory(server):
     sampler = threading.Thread(target=sample)
     sampler.start()
     try:
-        codes, errors = _load(server.url, 32, LOAD_SECONDS)
+        load = _load(server.url, 32, LOAD_SECONDS)
     finally:
         done.set()
         sampler.join()
     curve.append((LOAD_SECONDS, _server_rss(server) / 1e6))
-    growth = curve[-1][1] - curve[0][1]
-    last5 = [mb for t, mb in curve if t >= LOAD_SECONDS - 300]
+    late, window = _late_growth(curve, LOAD_SECONDS)
     print(
-        f"\nload: 32 clients x {LOAD_SECONDS:.0f} s: {len(codes)} requests, {len(errors)} errors; "
-        f"RSS (s, MB): {[(round(t), round(mb)) for t, mb in curve]}; growth {growth:+.1f} MB in all, "
-        f"{last5[-1] - last5[0]:+.1f} MB over the last {min(LOAD_SECONDS, 300):.0f} s"
+        f"\nload: 32 clients x {LOAD_SECONDS:.0f} s: {len(load.results)} requests "
+        f"({len(load.results) / LOAD_SECONDS:.0f}/s), {len(load.failures)} errors "
+        f"{sorted(set(map(str, load.failures)))}; RSS (s, MB): "
+        f"{[(round(t), round(mb)) for t, mb in curve]}; {curve[-1][1] - curve[0][1]:+.1f} MB in all, "
+        f"{late:+.1f} MB over the last {window:.0f} s"
     )
-    assert errors == [] and len(codes) > 20 * LOAD_SECONDS
-    if LOAD_SECONDS >= 300:
-        assert last5[-1] - last5[0] < PLATEAU_MB
-    else:
-        assert growth < RAMP_MB
+    assert load.failures == [] and len(load.results) > 20 * LOAD_SECONDS, load.errors[:5]
+    load.check()
+    assert late < PLATEAU_MB
 
 
 def _workers(srv: Server, role: str) -> list[int]:
@@ -243,34 +245,29 @@ def _workers(srv: Server, role: str) -> list[int]:
     return pids
 
 
-def _closed_loop(srv: Server, clients: int, results: list, stop: threading.Event, timeout: float = 30):
-    """`clients` threads sending one record at a time; (sent, took, status or error name) each."""
+def _closed_loop(srv: Server, clients: int, timeout: float = 30) -> LoadClients:
+    """`clients` threads sending one record at a time; `.results` holds (sent, took, status or
+    the error's name) of each request: a dropped connection, or a hang until the client's timeout."""
 
-    def client(i):
-        while not stop.is_set():
-            t = time.monotonic()
-            try:
-                status = http("POST", srv.url + "/predict", {"instances": [RECORDS[i]]}, timeout=timeout)[0]
-            except OSError as exc:  # a dropped connection, or a hang until the client's timeout
-                status = type(exc).__name__
-            results.append((t, time.monotonic() - t, status))
+    def call(i: int, n: int) -> int:
+        return http("POST", srv.url + "/predict", {"instances": [RECORDS[i]]}, timeout=timeout)[0]
 
-    threads = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
-    for t in threads:
-        t.start()
-    return threads
+    return LoadClients(clients, call).start()
+
+
+# The README's bound: a killed API worker is replaced and serves again within this (measured 6.9 s).
+WORKER_BACK_SECONDS = 15.0
 
 
 def test_killed_api_worker_costs_at_most_its_requests_in_flight(home, tmp_path):
     """The shipped configuration: the model runs inside each of the two API workers."""
-    srv = Server("http", home, tmp_path).start()
+    srv = Server("http", home, tmp_path, workers=2).start()
     try:
         wait_for(lambda: http("GET", srv.url + "/ready")[0] == 200, 60, what="ready")
         before = _workers(srv, "http_api_server")
         assert len(before) == 2
-        results: list[tuple[float, float, object]] = []
-        stop = threading.Event()
-        threads = _closed_loop(srv, 8, results, stop)
+        load = _closed_loop(srv, 8)
+        results = load.results
         time.sleep(3)
         killed_at = time.monotonic()
         os.kill(before[0], signal.SIGKILL)
@@ -289,9 +286,7 @@ def test_killed_api_worker_costs_at_most_its_requests_in_flight(home, tmp_path):
         )
         serving_again = time.monotonic()
         time.sleep(2)
-        stop.set()
-        for t in threads:
-            t.join(40)
+        load.stop(40)
         after = [(t, took, s) for t, took, s in results if t + took >= killed_at]
         failed = [s for _, _, s in after if s != 200]
         ok_times = sorted(t + took for t, took, s in results if s == 200 and t + took >= killed_at - 1)
@@ -306,8 +301,9 @@ def test_killed_api_worker_costs_at_most_its_requests_in_flight(home, tmp_path):
         # retry): never a 5xx, never a hang. The other worker answers throughout.
         assert len(failed) <= 8 and all(s in ("RemoteDisconnected", "ConnectionResetError") for s in failed)
         assert gap < 1.0
-        assert serving_again - killed_at < 30
+        assert serving_again - killed_at < WORKER_BACK_SECONDS
         assert srv.proc.poll() is None
+        load.check()
     finally:
         srv.stop()
 
@@ -322,10 +318,10 @@ def test_killed_runners_answer_503_within_the_bound_and_recover(home, tmp_path):
         wait_for(lambda: http("GET", srv.url + "/ready")[0] == 200, 60, what="ready")
         runners = _workers(srv, "runner")
         assert runners, "no runner process found"
-        results: list[tuple[float, float, object]] = []
+        load = _closed_loop(srv, 8)
+        results = load.results
         ready: list[tuple[float, int]] = []
         stop = threading.Event()
-        threads = _closed_loop(srv, 8, results, stop)
 
         def watch_ready():
             while not stop.is_set():
@@ -345,8 +341,8 @@ def test_killed_runners_answer_503_within_the_bound_and_recover(home, tmp_path):
         )
         time.sleep(3)
         stop.set()
-        for t in [*threads, watcher]:
-            t.join(40)
+        load.stop(40)
+        watcher.join(40)
         after = [(t, took, s) for t, took, s in results if t + took >= killed_at]
         failed = [(took, s) for _, took, s in after if s != 200]
         slowest = max((took for took, _ in failed), default=0.0)
@@ -361,33 +357,63 @@ def test_killed_runners_answer_503_within_the_bound_and_recover(home, tmp_path):
         assert any(s == 503 for t, s in ready if t > killed_at), "readiness must report the gap"
         assert all(s == 200 for _, _, s in results[-16:])
         assert srv.proc.poll() is None
+        load.check()
     finally:
         srv.stop()
 
 
+def _in_progress(srv: Server) -> float:
+    """Requests to /predict the server is handling now (BentoML's gauge, summed over workers)."""
+    text = http("GET", srv.url + "/metrics", timeout=5)[1]
+    return sum(
+        float(m.group(1))
+        for m in re.finditer(
+            r'^bentoml_api_server_request_in_progress\{[^}]*endpoint="/predict"[^}]*\} (\S+)$', text, re.M
+        )
+    )
+
+
 def test_sigterm_lets_in_flight_requests_finish(home, tmp_path):
-    srv = Server("http", home, tmp_path).start()
-    big = {"instances": RECORDS * 20}  # 10,000 records: long enough to be in flight
-    outcomes: list[str] = []
+    """SIGTERM while the server itself reports the requests in progress: each is answered 200
+    after the signal, then the server exits 0."""
+    srv = Server("http", home, tmp_path, workers=2).start()
+    try:
+        wait_for(lambda: http("GET", srv.url + "/ready")[0] == 200, 60, what="ready")
+        n = 6
+        big = json.dumps({"instances": RECORDS * 20}).encode()  # 10,000 records: long enough to be in flight
+        answers: list[tuple[float, object]] = []  # (answered at, status or error)
 
-    def one():
-        try:
-            status = http("POST", srv.url + "/predict", big, timeout=60)[0]
-            outcomes.append(str(status))
-        except OSError as exc:
-            outcomes.append(type(exc).__name__)
+        def one():
+            try:
+                status = http("POST", srv.url + "/predict", raw=big, timeout=60)[0]
+            except Exception as exc:  # noqa: BLE001 - a dropped request is what this test looks for
+                status = type(exc).__name__
+            answers.append((time.monotonic(), status))
 
-    threads = [threading.Thread(target=one) for _ in range(4)]
-    for t in threads:
-        t.start()
-    time.sleep(0.3)  # the requests are sent
-    os.kill(srv.proc.pid, signal.SIGTERM)
-    for t in threads:
-        t.join(60)
-    srv.proc.wait(60)
-    print(f"\nSIGTERM with 4 x 10,000-record requests in flight: {outcomes}")
-    assert outcomes == ["200"] * 4
-    assert srv.proc.returncode == 0  # a clean exit, not a crash
+        threads = [threading.Thread(target=one) for _ in range(n)]
+        for t in threads:
+            t.start()
+        wait_for(
+            lambda: _in_progress(srv) >= n or answers, 30, interval=0.01, what="the requests in progress"
+        )
+        in_flight = _in_progress(srv)
+        signalled = time.monotonic()
+        os.kill(srv.proc.pid, signal.SIGTERM)
+        for t in threads:
+            t.join(60)
+        srv.proc.wait(60)
+        after = sorted(round(at - signalled, 2) for at, _ in answers)
+        print(
+            f"\nSIGTERM with {in_flight:.0f} x 10,000-record requests in progress: "
+            f"{sorted(str(s) for _, s in answers)}, answered {after} s after the signal; "
+            f"exit code {srv.proc.returncode}"
+        )
+        assert in_flight >= n, "the signal must come while the server handles every request"
+        assert [s for _, s in answers] == [200] * n
+        assert all(at > signalled for at, _ in answers), "answered before the signal: not in flight"
+        assert srv.proc.returncode == 0  # a clean exit, not a crash
+    finally:
+        srv.stop()  # nothing left running if the test fails before its SIGTERM
 
 
 def test_corrupt_model_files_are_reported_not_served_and_rollback_restores(tmp_path):

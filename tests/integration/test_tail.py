@@ -12,7 +12,8 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from churn.client import records_from_csv
-from tests.support import DATA, wait_for
+from tests.support import DATA, Server, wait_for
+from tests.support import http as http_request
 
 pytestmark = pytest.mark.slow
 
@@ -77,3 +78,33 @@ def test_bursts_of_keepalive_clients_are_spread_over_both_workers(http_server, s
         # Untuned, the first worker to wake often accepts nearly all of a burst (28-30 of 32 seen;
         # 4 of 4 in a benchmark, which left one core idle).
         assert len(per_worker) == 2 and min(per_worker.values()) >= max(1, clients // 5), (b, per_worker)
+
+
+def _balancing_metric(srv) -> str | None:
+    text = http_request("GET", srv.url + "/metrics")[1]
+    return next(
+        (ln.split()[-1] for ln in text.splitlines() if ln.startswith("churn_http_accept_balancing ")), None
+    )
+
+
+def test_balancing_is_on_with_two_workers_and_says_so(http_server):
+    wait_for(lambda: http_server.log_text().count("HTTP accept balancing: on") >= 2, 60, what="2 log lines")
+    assert _balancing_metric(http_server) == "1.0"
+
+
+@pytest.mark.parametrize(
+    ("workers", "env", "reason"),
+    [
+        (1, {}, "1 API worker: nothing to balance"),  # the manifests' 1-CPU pods
+        (2, {"HTTP_ACCEPT_BALANCING": "off"}, "HTTP_ACCEPT_BALANCING=off"),
+    ],
+)
+def test_balancing_is_off_with_one_worker_or_when_told(served_home, tmp_path, workers, env, reason):
+    home, _ = served_home
+    srv = Server("http", home, tmp_path, workers=workers, **env).start()
+    try:
+        wait_for(lambda: srv.log_text().count("HTTP accept balancing: off") >= workers, 60, what="log lines")
+        assert reason in srv.log_text() and "HTTP accept balancing: on" not in srv.log_text()
+        assert _balancing_metric(srv) == "0.0"
+    finally:
+        srv.stop()

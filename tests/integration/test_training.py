@@ -222,3 +222,18 @@ def test_registry_wait_blocks_until_a_model_is_current_and_in_the_store(tmp_path
     tag = train(tmp_path)["tag"]
     out, _ = waiter.communicate(timeout=30)
     assert waiter.returncode == 0 and out.strip() == tag
+
+
+def test_the_model_store_apart_from_bentoml_home_is_where_every_program_reads(tmp_path):
+    """The manifests' layout: each pod has its own BENTOML_HOME (/tmp), the store is on the volume
+    (MODEL_STORE). Training saves there, not in its BENTOML_HOME; another process finds it there."""
+    home, store = tmp_path / "mlops", tmp_path / "volume-store"
+    trainer = state_env(home, BENTOML_HOME=str(tmp_path / "trainer-home"), MODEL_STORE=str(store))
+    proc = run_cli("training.train", env=trainer)
+    assert proc.returncode == 0, proc.stderr
+    tag = last_json_line(proc.stdout)["tag"]
+    assert (store / tag.replace(":", "/")).is_dir()
+    assert not (tmp_path / "trainer-home" / "models").exists()
+    reader = state_env(home, BENTOML_HOME=str(tmp_path / "api-home"), MODEL_STORE=str(store))
+    listing = run_cli("training.registry", "list", env=reader)
+    assert listing.returncode == 0 and tag in listing.stdout

@@ -172,8 +172,15 @@ def check_restricted(docs: list[Doc]) -> list[str]:
                 problems.append(f"{name}/{c['name']}: root filesystem must be read-only")
             if sc.get("privileged"):
                 problems.append(f"{name}/{c['name']}: privileged")
-            if "/tmp" not in {m["mountPath"] for m in c.get("volumeMounts", [])}:
+            mounts = [m["mountPath"].rstrip("/") for m in c.get("volumeMounts", [])]
+            if "/tmp" not in mounts:
                 problems.append(f"{name}/{c['name']}: no writable /tmp with a read-only root")
+            for inner in mounts:
+                if any(inner.startswith(outer + "/") for outer in mounts):
+                    problems.append(
+                        f"{name}/{c['name']}: {inner} is mounted inside another mount, whose volume then "
+                        "needs a mount point the runtime creates as root"
+                    )
             res = c.get("resources", {})
             if not res.get("requests") or not res.get("limits"):
                 problems.append(f"{name}/{c['name']}: resource requests and limits must be set")

@@ -119,7 +119,8 @@ def test_minikube_overlay_contract(rendered):
     images = {c["image"] for _, _, s in checks.pod_specs(rendered) for c in s["containers"]}
     assert images == {f"churn-service:{VERSION}"}  # the image tag is the project version
     cm = next(d for d in rendered if d["kind"] == "ConfigMap")
-    assert cm["data"]["MLOPS_HOME"] == "/mlops" and cm["data"]["BENTOML_HOME"] == "/mlops/bentoml"
+    assert cm["data"]["MLOPS_HOME"] == "/mlops" and cm["data"]["MODEL_STORE"] == "/mlops/bentoml/models"
+    assert cm["data"]["BENTOML_HOME"] == "/tmp/bentoml"  # per pod: each start empties its metrics folder
     train = docs[("Job", "churn-train")]["spec"]
     assert train["backoffLimit"] <= 3 and train["activeDeadlineSeconds"] <= 1800
     assert train["ttlSecondsAfterFinished"] == 0
@@ -225,8 +226,10 @@ def test_every_pod_is_restricted(overlay, broken):
     spec["containers"][0]["securityContext"]["readOnlyRootFilesystem"] = False
     spec["initContainers"][0]["securityContext"]["allowPrivilegeEscalation"] = True
     del spec["automountServiceAccountToken"]
+    spec["containers"][0]["volumeMounts"].append({"name": "tmp", "mountPath": "/mlops/bentoml/metrics"})
     problems = checks.check_restricted(broken)
-    assert len([p for p in problems if "churn-api-grpc" in p]) == 4
+    assert len([p for p in problems if "churn-api-grpc" in p]) == 5
+    assert any("/mlops/bentoml/metrics is mounted inside another mount" in p for p in problems)
 
 
 def test_images_are_versioned_or_pinned(overlay, broken):

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from sklearn.model_selection import train_test_split
 
-from churn.fastpath import FastScorer, build_fast_scorer
+from churn.fastpath import FastScorer, build_fast_scorer, records_to_columns
 from churn.schema import EXAMPLE_RECORD, parse_predict_request, read_csv, records_to_frame
 from tests.support import DATA
 from training.train import build_pipeline
@@ -34,6 +34,16 @@ def test_fast_path_reproduces_the_pipeline_on_unseen_rows(fitted):
         scorer.predict_records([odd])[0],
         pipeline.predict_proba(records_to_frame([odd]))[:, 1][0],
     )
+
+
+def test_column_wise_scoring_reproduces_the_pipeline(fitted):
+    """The batch path: whole columns, categories as their index in the schema."""
+    pipeline, X_test = fitted
+    records = X_test.to_dict(orient="records")
+    scorer = build_fast_scorer(pipeline, records, pipeline.predict_proba(X_test)[:, 1])
+    by_column = scorer.predict_columns(records_to_columns(records))
+    assert np.abs(by_column - pipeline.predict_proba(X_test)[:, 1]).max() <= 1e-12
+    assert np.abs(by_column - scorer.predict_records(records)).max() <= 1e-15
 
 
 def test_a_scorer_that_disagrees_is_refused(fitted):

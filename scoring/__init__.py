@@ -1,0 +1,1 @@
+"""Commands that score customers outside the service (`python -m scoring.batch`)."""
