@@ -318,7 +318,8 @@ class ModelHolder:
             result = replace(result, explained=explain_scored(models, result.model_index, records, explain))
             if result.explained.refused:  # answered with a 4xx: neither counted nor logged
                 return result
-        result = replace(result, holdout=holdout_mask(ids, self.settings.holdout_fraction))
+        if self.settings.holdout_fraction > 0:
+            result = replace(result, holdout=holdout_mask(ids, self.settings.holdout_fraction))
         if self.metrics is not None:
             self._count(result)
         if self.prediction_log is not None:
@@ -410,22 +411,19 @@ def update_report_gauges(settings: Settings, metrics, seen: dict[str, Any]) -> N
 def build_response(result: ScoreResult, ids: list[Any]) -> dict[str, Any]:
     """The API's 200 body. Every prediction names the version that computed it; the top-level
     `model` is that version when one computed them all, else null (a canary split the request).
-    `holdout`: the customer is in the holdout, "no action" (churn.holdout)."""
-    holdout = result.holdout.tolist() if result.holdout is not None else [False] * len(ids)
+    `holdout` (only while a holdout is configured): the customer is in it, "no action"."""
     body = {
         "model": result.model,
         "predictions": [
-            {"customerID": cid, "churn_probability": p, "churn": c, "model": m, "holdout": h}
-            for cid, p, c, m, h in zip(
-                ids,
-                result.probabilities.tolist(),
-                result.churn.tolist(),
-                result.record_models(),
-                holdout,
-                strict=True,
+            {"customerID": cid, "churn_probability": p, "churn": c, "model": m}
+            for cid, p, c, m in zip(
+                ids, result.probabilities.tolist(), result.churn.tolist(), result.record_models(), strict=True
             )
         ],
     }
+    if result.holdout is not None:
+        for prediction, held in zip(body["predictions"], result.holdout.tolist(), strict=True):
+            prediction["holdout"] = held
     if result.explained is not None:
         result.explained.add_to(body["predictions"])
     return body

@@ -33,8 +33,7 @@ def test_predict_returns_the_contract_in_input_order(http_server, served_home):
     assert [p["customerID"] for p in body["predictions"]] == [r["customerID"] for r in records]
     threshold = http("GET", http_server.url + "/model")[1]["threshold"]
     for p in body["predictions"]:
-        assert set(p) == {"customerID", "churn_probability", "churn", "model", "holdout"}
-        assert p["holdout"] is False  # HOLDOUT_FRACTION is 0 by default: nobody held out
+        assert set(p) == {"customerID", "churn_probability", "churn", "model"}  # no holdout configured
         assert p["model"] == summary["tag"]  # every prediction names the version that computed it
         assert 0.0 <= p["churn_probability"] <= 1.0
         assert p["churn"] is (p["churn_probability"] >= threshold)
