@@ -131,6 +131,8 @@ def _startup(_ctx: bentoml.Context) -> None:
     settings = load_settings()
     setup_logging(settings, "api", stream=sys.stdout)
     log.info("API worker started (MLOPS_HOME=%s, model name %s)", settings.mlops_home, settings.model_name)
+    for problem in settings.unwritable_folders():  # served all the same; what cannot be written is counted
+        log.error("%s", problem)
     try:
         balancing = check_http_balancing(asyncio.get_running_loop())
     except RuntimeError:  # no running loop: nothing was patched to act on

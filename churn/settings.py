@@ -194,30 +194,55 @@ class Settings(BaseModel):
         """Written by the performance job, read by the service for its performance gauges."""
         return self.reports_dir / "latest-performance" / PERFORMANCE_REPORT_JSON
 
-    def ensure_dirs(self) -> None:
-        """Create every folder the programs write to and prove each writable, naming the folder and
-        the user if not: on shared storage that ignores fsGroup (many ReadWriteMany drivers), the
-        volume's owner is the first thing to check, and Pod Security forbids a root `chown`."""
+    def _folders(self) -> tuple[list[tuple[str, Path]], list[Path]]:
+        """(the roots: (variable, folder)), (the sub-folders of MLOPS_HOME the programs write to)."""
         outcomes = self.outcomes_inbox.parent
-        subs = (self.logs_dir, self.predictions_dir, self.reports_dir, self.feedback_dir)
-        subs += (self.outcomes_inbox, outcomes / "done", outcomes / "rejected")  # the drop folder
-        folders = [
-            ("MLOPS_HOME", self.mlops_home, self.mlops_home),
-            ("BENTOML_HOME", self.bentoml_home_path, self.bentoml_home_path),
-            ("MODEL_STORE", self.model_store_path, self.model_store_path),
-        ] + [("MLOPS_HOME", self.mlops_home, sub) for sub in subs]
-        for var, value, path in folders:
+        subs = [self.logs_dir, self.predictions_dir, self.reports_dir, self.feedback_dir]
+        subs += [self.outcomes_inbox, outcomes / "done", outcomes / "rejected"]  # the drop folder
+        roots = [
+            ("MLOPS_HOME", self.mlops_home),
+            ("BENTOML_HOME", self.bentoml_home_path),
+            ("MODEL_STORE", self.model_store_path),
+        ]
+        return roots, subs
+
+    def _not_writable(self, var: str, value: Path, path: Path) -> str | None:
+        """Why `path` cannot be made and written to by this process, naming the folder and the user
+        (on shared storage that ignores fsGroup, many ReadWriteMany drivers, the volume's owner is the
+        first thing to check, and Pod Security forbids a root `chown`); None if it can."""
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+            probe = path / f".write-test-{os.getpid()}"
+            probe.write_bytes(b"")
+            probe.unlink()
+        except OSError as exc:
+            return (
+                f"{var}={value}: not a writable folder: {path} for uid {os.getuid()} gid {os.getgid()} "
+                f"({exc.strerror or exc}); the volume must be writable by that user "
+                "(docs/kubernetes.md, Storage)"
+            )
+        return None
+
+    def ensure_dirs(self) -> None:
+        """Create every folder the programs write to. The roots must be writable (SettingsError if
+        not): nothing works without them. The sub-folders are created where possible and judged by
+        the caller (unwritable_folders): the programs stop on them, the servers log them and keep
+        serving (their prediction log is best-effort: a record it cannot write is dropped, counted)."""
+        roots, subs = self._folders()
+        for var, path in roots:
+            if (problem := self._not_writable(var, path, path)) is not None:
+                raise SettingsError(problem)
+        for sub in subs:
             try:
-                path.mkdir(parents=True, exist_ok=True)
-                probe = path / f".write-test-{os.getpid()}"
-                probe.write_bytes(b"")
-                probe.unlink()
-            except OSError as exc:
-                raise SettingsError(
-                    f"{var}={value}: not a writable folder: {path} for uid {os.getuid()} gid {os.getgid()} "
-                    f"({exc.strerror or exc}); the volume must be writable by that user "
-                    "(docs/kubernetes.md, Storage)"
-                ) from None
+                sub.mkdir(parents=True, exist_ok=True)
+            except OSError:
+                pass
+
+    def unwritable_folders(self) -> list[str]:
+        """Each sub-folder of MLOPS_HOME this process cannot write to, as a message naming it."""
+        _, subs = self._folders()
+        problems = (self._not_writable("MLOPS_HOME", self.mlops_home, sub) for sub in subs)
+        return [p for p in problems if p is not None]
 
     def export_bentoml_home(self) -> None:
         """Point BentoML at the store on the volume; must run before bentoml reads its config."""
@@ -256,9 +281,14 @@ def load_settings() -> Settings:
 
 
 def settings_or_exit() -> Settings:
-    """load_settings() for the command-line programs: a bad setting is one line and exit code 2."""
+    """load_settings() for the command-line programs: a bad setting, or a folder of the volume they
+    cannot write to, is one line and exit code 2, before they have done anything."""
     try:
-        return load_settings()
+        settings = load_settings()
+        problems = settings.unwritable_folders()
+        if problems:
+            raise SettingsError(problems[0])
+        return settings
     except SettingsError as exc:
         print(f"error: {exc.message}", file=sys.stderr)
         raise SystemExit(2) from None

@@ -118,6 +118,8 @@ def test_unwritable_prediction_log_never_fails_requests_and_recovers(tmp_path):
         for _ in range(5):
             assert http("POST", url + "/predict", {"instances": RECORDS[:4]})[0] == 200
         wait_for(lambda: _dropped(url) >= 20, 10, what="dropped records counted")
+        # ... and said at start, naming the folder and the user (served all the same)
+        assert f"not a writable folder: {home / 'predictions'} for uid" in server.log_path.read_text()
         # Space comes back: the next writes land.
         (home / "predictions").unlink()
         (home / "predictions").mkdir()
