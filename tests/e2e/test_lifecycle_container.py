@@ -70,6 +70,10 @@ def test_outcomes_retraining_and_the_api_following_the_promotion(lifecycle, imag
         "matched": len(monthly),
         "unmatched": 0,
         "duplicates": 0,
+        "corrected": 0,
+        "joined_late": 0,
+        "pending": 0,
+        "vanished_files": 0,
     }
 
     # the retrain CronJob, as declared: base data from the image, the outcomes from the volume
