@@ -25,7 +25,6 @@ from churn.cli import fraction, positive_seconds
 from churn.model import ModelUnavailable, get_store_model, list_store_models, load_model, tag_in_store
 from churn.registry import CANDIDATE_MODES, Registry, RegistryError, current_stack
 from churn.settings import Settings, settings_or_exit
-from training.gate import sequential_design
 
 
 def _fail(message: str, code: int = 2) -> int:
@@ -108,6 +107,8 @@ def cmd_promote(settings: Settings, registry: Registry, args) -> int:
 def cmd_stage(settings: Settings, registry: Registry, args) -> int:
     """A candidate must load as a server would load it: refuse it here rather than let every
     server try and fail."""
+    from training.gate import sequential_design  # scipy: not for `wait`, the init containers' command
+
     if args.tag not in registry.read()["versions"]:
         return _fail(f"{args.tag} is not a registered version (see `python -m training.registry list`)")
     try:
