@@ -31,6 +31,7 @@ from tests.support import http
 target, probes = sys.argv[1], sys.argv[5:]
 seconds, period, timeout = map(float, sys.argv[2:5])
 end = time.monotonic() + seconds
+lock = threading.Lock()
 
 def poll(probe):  # one prober per probe, as the kubelet has: the next poll at the next period
     while time.monotonic() < end:
@@ -42,7 +43,10 @@ def poll(probe):  # one prober per probe, as the kubelet has: the next poll at t
                 answer = http("GET", target + probe, timeout=timeout)[0]
         except Exception as exc:
             answer = type(exc).__name__
-        print(json.dumps([probe, answer, time.monotonic() - t]), flush=True)
+        line = json.dumps([probe, answer, time.monotonic() - t]) + "\n"
+        with lock:  # print() writes the line and its newline apart: two probers' lines could merge
+            sys.stdout.write(line)
+            sys.stdout.flush()
         time.sleep(max(0.0, period - (time.monotonic() - tick)))
 
 threads = [threading.Thread(target=poll, args=(p,)) for p in probes]
