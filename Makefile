@@ -80,7 +80,7 @@ demo: install ## the model lifecycle on real data, end to end, in a few minutes 
 	$(PY) scripts/demo.py
 
 test: install checkov-install shap-install prometheus-install image cluster-build ## the whole test suite: unit, integration, k8s, cluster, e2e (builds the image and, once per machine, the control plane)
-	$(PY) -m pytest tests
+	$(PY) -m pytest tests --durations=25
 
 test-unit: install prometheus-install shap-install ## fast unit tests only (the alert rules' tests need promtool, the reasons' cross-check shap)
 	$(PY) -m pytest tests/unit
