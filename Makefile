@@ -97,7 +97,7 @@ $(MLSERVER_VENV)/.installed: uv.lock
 		numpy==$$(sed -n '/^name = "numpy"/{n;s/version = "\(.*\)"/\1/p}' uv.lock)
 	touch $@
 
-bench: install $(MLSERVER_VENV)/.installed ## side-by-side benchmark (in-process, FastAPI, MLServer, HTTP, gRPC, drift, batch, explain), about 15 minutes; exits 1 naming each README target missed
+bench: install $(MLSERVER_VENV)/.installed ## side-by-side benchmark (in-process, FastAPI, MLServer, HTTP, gRPC, drift, batch, explain), about 15 minutes; exits 1 naming each target of docs/performance.md missed
 	command -v hey >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq hey; }
 	$(PY) benchmarks/bench.py
 

@@ -496,7 +496,7 @@ def main(only_batch: bool = False) -> int:
     return conclude(results)
 
 
-# Every target the README states (Performance, "target (issue #14)"), as `targets()` names them.
+# Every target docs/performance.md states ("target (issue #14)"), as `targets()` names them.
 README_TARGETS = (
     "1,000-record rows/s over HTTP / in-process limit",
     "1,000-record rows/s, gRPC (Struct) / HTTP",
@@ -509,7 +509,7 @@ README_TARGETS = (
     "cold start to /startup 200, s (bentoml serve)",
     "image size, GB (docker image inspect)",
 )
-# Issue #22's (README, "Batch scoring and reasons"), as batch_targets() names them.
+# Issue #22's (docs/performance.md, "Batch scoring and reasons"), as batch_targets() names them.
 BATCH_TARGETS = (
     "batch rows/s / plain pandas, 1M rows",
     "batch --reasons 3 rows/s / plain pandas, 1M rows",
@@ -521,7 +521,8 @@ BATCH_TARGETS = (
 
 
 def verdict(measured: list[dict], names: tuple[str, ...] = README_TARGETS + BATCH_TARGETS) -> list[str]:
-    """Each README target this run missed, or could not measure (no MLServer venv, no image)."""
+    """Each target of docs/performance.md this run missed, or could not measure (no MLServer venv,
+    no image)."""
     by_name = {t["what"]: t for t in measured}
     missed = []
     for name in names:

@@ -386,7 +386,7 @@ def read_csv(path: str, *, require_label: bool) -> ValidatedData:
     return validate_frame(read_raw_csv(path), require_label=require_label, source=str(path))
 
 
-# One real customer of the data set (row 2, customerID 5575-GNVDE): the README's examples, the
+# One real customer of the data set (row 2, customerID 5575-GNVDE): the examples of docs/serving.md, the
 # OpenAPI example and the smoke test run after every model load all use it.
 EXAMPLE_RECORD: dict[str, Any] = {
     "customerID": "5575-GNVDE",

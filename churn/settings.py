@@ -33,7 +33,7 @@ LOG_LEVELS = ("CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG")
 # large gain is a coin toss, and below a few the variance estimate itself fails (issue 20.1).
 DEFAULT_GATE_MIN_CLASS_COUNT = 50
 
-# Environment variable -> settings field. The README's settings table lists the same names.
+# Environment variable -> settings field. The settings table of docs/settings.md lists the same names.
 ENV_VARS: dict[str, str] = {
     "MLOPS_HOME": "mlops_home",
     "BENTOML_HOME": "bentoml_home",

@@ -41,7 +41,7 @@ def released(tmp_path: Path) -> Path:
 
 
 def deploy(kube: Kube, tmp_path: Path) -> Path:
-    """The README's production steps: the monitoring Secret first, then the overlay."""
+    """docs/kubernetes.md's production steps: the monitoring Secret first, then the overlay."""
     overlay = released(tmp_path)
     kube.run("apply", "-f", str(overlay / "namespace.yaml"))
     kube.run(

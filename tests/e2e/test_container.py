@@ -214,7 +214,7 @@ def test_monitoring_cronjob_writes_drift_and_performance_reports_to_the_volume(
 
 
 def test_drift_runs_inside_a_running_api_pod(manifests, apis, predicted):
-    """`kubectl exec deploy/churn-api -- python -m monitoring.drift`, as the README shows."""
+    """`kubectl exec deploy/churn-api -- python -m monitoring.drift`, as docs/kubernetes.md shows."""
     api = apis["churn-api"]["cname"]
     with manifests.sampler.exec_phase(api):
         proc = docker("exec", api, "python", "-m", "monitoring.drift", check=False, timeout=300)
@@ -241,7 +241,7 @@ def test_secret_values_reach_no_log_report_or_output(manifests, image, trained, 
 
 
 def test_image_size_and_cold_start(image, apis):
-    """The figures the README quotes, with the bounds they are held to."""
+    """The figures docs/kubernetes.md quotes, with the bounds they are held to."""
     size = int(docker("image", "inspect", image, "--format", "{{.Size}}").stdout.strip())
     startup = {name: round(api["startup_s"], 1) for name, api in apis.items()}
     print(f"\nimage {image}: {size / 1e9:.2f} GB; docker run -> startup probe passing (s): {startup}")
@@ -320,7 +320,7 @@ def test_memory_of_every_workload_stays_within_its_request(manifests, trained, a
     rss = {k: round(v / 2**20) for k, v in manifests.sampler.rss_peaks.items()}
     print(f"\npeak working set (MiB): {peaks}; peak RSS (MiB): {rss}")
     # Each container's memory request covers the most it used here (the manifests' comments and
-    # the README quote these figures). `kubectl exec` into an API pod adds to its own use: a drift
+    # docs/kubernetes.md quote these figures). `kubectl exec` into an API pod adds to its own use: a drift
     # check run there needs the drift job's memory on top, which the limit leaves room for.
     checked = set()
     for run in manifests.runs:

@@ -1,5 +1,5 @@
 """The model lifecycle in the containers, on a volume of its own: outcomes reach the volume the way
-the README shows (`kubectl cp` + `kubectl exec ... monitoring.feedback`), the retrain CronJob's
+docs/lifecycle.md shows (`kubectl cp` + `kubectl exec ... monitoring.feedback`), the retrain CronJob's
 command runs exactly as the rendered manifests declare it, and the running API pods follow the
 promotion. The first model is the training Job's command on contract customers only (so that the
 outcomes of month-to-month customers really teach the challenger something)."""

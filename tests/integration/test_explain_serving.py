@@ -149,10 +149,10 @@ def test_a_model_the_fast_path_refuses_gets_a_4xx_saying_why(tmp_path):
             server.stop()
 
 
-def test_the_readme_example_is_what_the_seed_42_model_answers(http_server, served_home):
-    """README, "Reasons": the data set's customer most at risk, and her five reasons."""
-    readme = (ROOT / "README.md").read_text()
-    section = readme[readme.index("#### Reasons") :]
+def test_the_documented_example_is_what_the_seed_42_model_answers(http_server, served_home):
+    """docs/serving.md, "Reasons": the data set's customer most at risk, and her five reasons."""
+    serving = (ROOT / "docs" / "serving.md").read_text()
+    section = serving[serving.index("#### Reasons") :]
     request = json.loads(re.search(r"-d '(\{.*?\})'\n", section).group(1))
     shown = json.loads(re.search(r"```json\n(.*?)\n```", section, re.S).group(1))["predictions"][0]
     status, body, _ = http("POST", http_server.url + "/predict", request)

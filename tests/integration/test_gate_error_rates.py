@@ -1,4 +1,4 @@
-"""How often the gate errs, measured on the real data set (the README quotes these figures).
+"""How often the gate errs, measured on the real data set (docs/lifecycle.md quotes these figures).
 
 Windows of real customers are drawn at random; on each, the gate compares two models:
 - two models no better than each other (the same data, another seed; or two disjoint halves):

@@ -1,7 +1,7 @@
 """Reliability: garbage in, load, killed runners, SIGTERM, corrupt models, secrets. Real servers.
 
 Figures (requests sent, failed, recovery time, memory growth) are printed with `-s` and quoted in
-the README's reliability table.
+the reliability table of docs/reliability.md.
 """
 
 from __future__ import annotations
@@ -175,9 +175,9 @@ def _load(url: str, clients: int, seconds: float, timeout: float = 10) -> LoadCl
 
 # `make soak` sets CHURN_LOAD_SECONDS=600; `make test` runs the same test for 45 s.
 LOAD_SECONDS = float(os.environ.get("CHURN_LOAD_SECONDS", "45"))
-# Measured (README, reliability table): under this load the server tree's RSS climbs for 3 to 6
+# Measured (docs/reliability.md): under this load the server tree's RSS climbs for 3 to 6
 # minutes (allocator arenas, caches; longer when the machine is busy) and then stays flat. The
-# README's bound, held by this test: at most PLATEAU_MB of growth over the second half of the run
+# docs/reliability.md's bound, held by this test: at most PLATEAU_MB of growth over the second half of the run
 # (over the last 5 minutes of a run of 10 minutes or more).
 PLATEAU_MB = 25.0
 
@@ -255,7 +255,7 @@ def _closed_loop(srv: Server, clients: int, timeout: float = 30) -> LoadClients:
     return LoadClients(clients, call).start()
 
 
-# The README's bound: a killed API worker is replaced and serves again within this (measured 6.9 s).
+# docs/reliability.md's bound: a killed API worker is replaced and serves again within this (measured 6.9 s).
 WORKER_BACK_SECONDS = 15.0
 
 

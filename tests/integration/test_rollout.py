@@ -245,7 +245,7 @@ def test_shadow_scoring_stays_off_the_response_path(clean, slow_candidate):
         f"({len(shadowed)} records logged with its score)"
     )
     assert len(shadowed) >= 300  # the shadow really scored (the prediction log may drop past its bound)
-    assert with_shadow - without <= 0.002  # the README's bound: 2 ms
+    assert with_shadow - without <= 0.002  # docs/lifecycle.md's bound: 2 ms
 
 
 def test_unstage_stops_the_candidate_within_the_interval(clean):

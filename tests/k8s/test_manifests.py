@@ -20,7 +20,7 @@ from tests.k8s import checks
 from tests.k8s.conftest import OVERLAY, OVERLAYS, parse, render
 from tests.support import ROOT
 
-KUBERNETES_VERSION = "1.34.0"  # the version the README tells minikube users to start
+KUBERNETES_VERSION = "1.34.0"  # the version docs/kubernetes.md tells minikube users to start
 VERSION = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
 
 # The walkthrough's node: `minikube start --cpus=2 --memory=6g` (VM driver). minikube reserves
@@ -30,7 +30,7 @@ MINIKUBE_NODE = {"cpu": 2.0, "memory": 5.5 * 2**30}
 # What minikube's own pods request on that node (kube-system, one CoreDNS replica): kube-apiserver
 # 250m, kube-controller-manager 200m, kube-scheduler 100m, etcd 100m + 100Mi, CoreDNS 100m + 70Mi,
 # calico-node 250m; kube-proxy, calico-kube-controllers and storage-provisioner request nothing.
-# Sources (upstream manifests) in the README, "Sizing".
+# Sources (upstream manifests) in docs/kubernetes.md, "Sizing".
 MINIKUBE_SYSTEM = {"cpu": 1.0, "memory": 170 * 2**20}
 # The production overlay's reference cluster: 3 nodes of 4 CPUs and 16 GiB, 0.5 CPU and 1 GiB of
 # each taken by the system (kubelet reservations, DaemonSets).

@@ -1,4 +1,4 @@
-"""`make bench` judges its own run: it exits non-zero, naming each target of the README it missed
+"""`make bench` judges its own run: it exits non-zero, naming each target of docs/performance.md it missed
 (or could not measure). The committed results of 2026-11-30 missed three; its batch and reasons
 targets (issue #22) come from the batch section's own committed run of 2026-12-02."""
 
