@@ -20,6 +20,7 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 from bench import DURATION, RECORDS, ROOT, SCRATCH, WARMUP, hey, wait_http  # noqa: I001
 
@@ -68,13 +69,8 @@ def median_run(runs: list[dict]) -> dict:
     return sorted(runs, key=lambda r: r["rps"])[len(runs) // 2]
 
 
-def main() -> int:
-    if shutil.which("hey") is None:
-        print("error: `hey` is missing (apt-get install hey)", file=sys.stderr)
-        return 2
-    scratch = SCRATCH / "accept-balancing"
-    shutil.rmtree(scratch, ignore_errors=True)
-    home = scratch / "mlops"
+def train_model(home: Path) -> bool:
+    """The model the servers load, trained into `home`; its stderr shown when it fails."""
     proc = subprocess.run(
         [sys.executable, "-m", "training.train"],
         cwd=ROOT,
@@ -84,40 +80,51 @@ def main() -> int:
     )
     if proc.returncode != 0:
         print(proc.stderr, file=sys.stderr)
-        return 1
-    body = json.dumps({"instances": RECORDS[:1]}).encode()
+        return False
+    return True
+
+
+def measure_load(srv: Server, body: bytes, label: str, flags: tuple[str, ...]) -> dict:
+    """One measured run of a load on one server, after a warm-up (with the idle connections
+    open during the measurement when the load asks for them)."""
+    url = srv.url + "/predict"
+    hey(url, body, 32, WARMUP, *flags)
+    if "idle" in label:
+        with IdleConnections(srv.port, IDLE):
+            return hey(url, body, 32, DURATION, *flags)
+    return hey(url, body, 32, DURATION, *flags)
+
+
+def measure_workers(workers: int, home: Path, logs: Path, body: bytes) -> list[dict]:
+    """Every load, RUNS times, on two servers of `workers` API workers, balancing on and off."""
     results = []
-    logs = scratch / "logs"
-    logs.mkdir(parents=True, exist_ok=True)
-    for workers in WORKERS:
-        # Both servers run together and take turns, RUNS times per load: a machine shared with
-        # other work drifts less between the two halves of a comparison.
-        servers = {
-            mode: Server("http", home, logs, workers=workers, HTTP_ACCEPT_BALANCING=mode).start()
-            for mode in ("on", "off")
-        }
-        try:
-            for srv in servers.values():
-                wait_http(srv.url + "/startup")
-            for label, flags in LOADS:
-                for rep in range(RUNS):
-                    for mode, srv in servers.items():
-                        url = srv.url + "/predict"
-                        hey(url, body, 32, WARMUP, *flags)
-                        if "idle" in label:
-                            with IdleConnections(srv.port, IDLE):
-                                r = hey(url, body, 32, DURATION, *flags)
-                        else:
-                            r = hey(url, body, 32, DURATION, *flags)
-                        results.append({"workers": workers, "balancing": mode, "load": label, "run": rep} | r)
-                        print(
-                            f"{workers} worker(s), balancing {mode:3s}, {label}: {r['rps']:.0f} req/s, "
-                            f"p50 {r['p50_ms']:.1f} ms, p99 {r['p99_ms']:.1f} ms, errors {r['errors']}",
-                            file=sys.stderr,
-                        )
-        finally:
-            for srv in servers.values():
-                srv.stop()
+    # Both servers run together and take turns, RUNS times per load: a machine shared with
+    # other work drifts less between the two halves of a comparison.
+    servers = {
+        mode: Server("http", home, logs, workers=workers, HTTP_ACCEPT_BALANCING=mode).start()
+        for mode in ("on", "off")
+    }
+    try:
+        for srv in servers.values():
+            wait_http(srv.url + "/startup")
+        for label, flags in LOADS:
+            for rep in range(RUNS):
+                for mode, srv in servers.items():
+                    r = measure_load(srv, body, label, flags)
+                    results.append({"workers": workers, "balancing": mode, "load": label, "run": rep} | r)
+                    print(
+                        f"{workers} worker(s), balancing {mode:3s}, {label}: {r['rps']:.0f} req/s, "
+                        f"p50 {r['p50_ms']:.1f} ms, p99 {r['p99_ms']:.1f} ms, errors {r['errors']}",
+                        file=sys.stderr,
+                    )
+    finally:
+        for srv in servers.values():
+            srv.stop()
+    return results
+
+
+def comparison_table(results: list[dict]) -> list[str]:
+    """The median runs side by side, balancing on and off, per worker count and load."""
     lines = [
         f"Accept balancing, {dt.datetime.now(dt.UTC).isoformat(timespec='seconds')}, "
         f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} at the end, 32 clients, "
@@ -139,6 +146,25 @@ def main() -> int:
                 f"| {workers} | {label} | {on['rps']:.0f} | {off['rps']:.0f} | {ratio:.2f} | "
                 f"{on['p50_ms']:.1f} / {on['p99_ms']:.1f} | {off['p50_ms']:.1f} / {off['p99_ms']:.1f} |"
             )
+    return lines
+
+
+def main() -> int:
+    if shutil.which("hey") is None:
+        print("error: `hey` is missing (apt-get install hey)", file=sys.stderr)
+        return 2
+    scratch = SCRATCH / "accept-balancing"
+    shutil.rmtree(scratch, ignore_errors=True)
+    home = scratch / "mlops"
+    if not train_model(home):
+        return 1
+    body = json.dumps({"instances": RECORDS[:1]}).encode()
+    results = []
+    logs = scratch / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    for workers in WORKERS:
+        results += measure_workers(workers, home, logs, body)
+    lines = comparison_table(results)
     out = ROOT / "benchmarks" / "results" / f"accept-balancing-{dt.datetime.now(dt.UTC):%Y-%m-%d}.json"
     out.write_text(json.dumps(results, indent=2) + "\n")
     print("\n".join(lines))

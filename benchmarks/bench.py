@@ -24,6 +24,7 @@ import sys
 import tempfile
 import threading
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -339,6 +340,159 @@ def drift_bench(home: Path, tag: str) -> dict:
     return {"drift_command_s": drift_s, "scipy_floor_s": floor_s, "ratio": drift_s / floor_s}
 
 
+def train_for_bench(env: dict) -> tuple[str, float]:
+    """The model every server loads, trained in a process of its own: its tag, and the seconds taken."""
+    t = time.perf_counter()
+    out = subprocess.run(
+        [sys.executable, "-m", "training.train"], cwd=ROOT, env=env, capture_output=True, text=True
+    )
+    training_s = time.perf_counter() - t
+    return json.loads(out.stdout.strip().splitlines()[-1])["tag"], training_s
+
+
+def machine() -> dict:
+    return {
+        "cpus": os.cpu_count(),
+        "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "processor": platform.processor() or platform.machine(),
+    }
+
+
+@dataclass
+class ServerRuns:
+    """The servers' loads by server name, how each server scores: "pipeline" (sklearn pipeline on
+    a DataFrame) or "fast" (the verified fast scorer of churn/fastpath.py), and this service's
+    cold start."""
+
+    loads: dict[str, dict] = field(default_factory=dict)
+    scoring: dict[str, str] = field(default_factory=lambda: {"mlserver": "pipeline"})
+    cold_start_s: float | None = None
+
+
+def bench_fastapi(name: str, scoring: str, env: dict) -> dict:
+    """FastAPI + uvicorn, 2 workers, scoring through the sklearn pipeline or the fast scorer."""
+    port = free_port()
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "benchmarks.fastapi_app:app",
+            "--port",
+            str(port),
+            "--workers",
+            "2",
+            "--log-level",
+            "warning",
+        ],
+        cwd=ROOT,
+        env=env | {"BENCH_SCORING": scoring},
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_http(f"http://127.0.0.1:{port}/docs")
+        return run_loads(
+            name,
+            proc.pid,
+            lambda port=port: f"http://127.0.0.1:{port}/predict",
+            lambda r: {"instances": r},
+        )
+    finally:
+        stop_tree(proc)
+
+
+def write_mlserver_settings(mdir: Path) -> int:
+    """MLServer's settings (adaptive batching 32 / 5 ms, 2 parallel workers); its HTTP port."""
+    mport, gport, metrics = free_port(), free_port(), free_port()
+    (mdir / "settings.json").write_text(
+        json.dumps({"http_port": mport, "grpc_port": gport, "metrics_port": metrics, "parallel_workers": 2})
+    )
+    (mdir / "model-settings.json").write_text(
+        json.dumps(
+            {
+                "name": "churn",
+                "implementation": "mlserver_sklearn.SKLearnModel",
+                "parameters": {"uri": "./model.joblib", "version": "v1"},
+                "max_batch_size": 32,
+                "max_batch_time": 0.005,
+            }
+        )
+    )
+    return mport
+
+
+def bench_mlserver(pipeline, logs: Path) -> dict:
+    """MLServer + mlserver-sklearn from its own venv, serving the same pipeline (V2 REST, pandas codec)."""
+    import joblib
+
+    mdir = SCRATCH / "mlserver"
+    mdir.mkdir()
+    joblib.dump(pipeline, mdir / "model.joblib")
+    mport = write_mlserver_settings(mdir)
+    log_file = open(logs / "mlserver.log", "wb")  # noqa: SIM115 - lives as long as the server
+    proc = subprocess.Popen(
+        [str(MLSERVER_VENV / "bin" / "mlserver"), "start", str(mdir)],
+        cwd=mdir,
+        start_new_session=True,
+        stdout=log_file,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        wait_http(f"http://127.0.0.1:{mport}/v2/models/churn/ready", timeout=180)
+        url = f"http://127.0.0.1:{mport}/v2/models/churn/infer"
+        status, body, _ = http("POST", url, mlserver_body(RECORDS[:2]))
+        assert status == 200, body
+        return run_loads("mlserver", proc.pid, lambda: url, mlserver_body)
+    finally:
+        stop_tree(proc)
+
+
+def bench_service(kind: str, home: Path, logs: Path, runs: ServerRuns) -> None:
+    """This service on one transport; the HTTP server's start is the cold start measured."""
+    srv = Server(kind, home, logs)
+    t = time.perf_counter()
+    srv.start()
+    if kind == "http":
+        wait_http(srv.url + "/startup")
+        runs.cold_start_s = time.perf_counter() - t
+        scoring = http("GET", srv.url + "/model")[1]["scoring"]
+        for name in ("bentoml_http", "bentoml_grpc", "bentoml_grpc_bytes"):
+            runs.scoring[name] = scoring
+    try:
+        # gRPC twice: a protobuf Struct body (`json`), and JSON text in `serialized_bytes`.
+        for name in ("bentoml_http",) if kind == "http" else ("bentoml_grpc", "bentoml_grpc_bytes"):
+            runs.loads[name] = run_loads(
+                name,
+                srv.proc.pid,
+                (lambda s=srv: s.url + "/predict") if kind == "http" else (lambda s=srv: s.address),
+                lambda r: {"instances": r},
+            )
+    finally:
+        srv.stop()
+
+
+def bench_servers(env: dict, home: Path, logs: Path, model) -> ServerRuns:
+    """Every server under the same loads, one after the other."""
+    runs = ServerRuns()
+    # FastAPI, 2 workers (as many API workers as the BentoML service runs here): once scoring
+    # through the sklearn pipeline as its users would, once through this service's fast scorer.
+    for scoring in ("pipeline", "fast"):
+        name = "fastapi" if scoring == "pipeline" else "fastapi_fast"
+        runs.loads[name] = bench_fastapi(name, scoring, env)
+        runs.scoring[name] = scoring
+    if (MLSERVER_VENV / "bin" / "mlserver").exists():
+        runs.loads["mlserver"] = bench_mlserver(model.pipeline, logs)
+    else:
+        print("MLServer venv missing: skipped (make bench installs it)", file=sys.stderr)
+    for kind in ("http", "grpc"):
+        bench_service(kind, home, logs, runs)
+    return runs
+
+
 def main(only_batch: bool = False) -> int:
     if shutil.which("hey") is None:
         print("error: `hey` is missing (make bench installs it)", file=sys.stderr)
@@ -347,12 +501,7 @@ def main(only_batch: bool = False) -> int:
     SCRATCH.mkdir(parents=True)
     home = SCRATCH / "mlops"
     env = state_env(home)
-    t = time.perf_counter()
-    out = subprocess.run(
-        [sys.executable, "-m", "training.train"], cwd=ROOT, env=env, capture_output=True, text=True
-    )
-    training_s = time.perf_counter() - t
-    tag = json.loads(out.stdout.strip().splitlines()[-1])["tag"]
+    tag, training_s = train_for_bench(env)
     if only_batch:
         return batch_only(home, tag)
     os.environ.update(MLOPS_HOME=str(home), BENTOML_HOME=str(home / "bentoml"))
@@ -362,127 +511,20 @@ def main(only_batch: bool = False) -> int:
     model = load_current(settings_from_env(env))
     results: dict = {
         "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "machine": {
-            "cpus": os.cpu_count(),
-            "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),
-            "platform": platform.platform(),
-            "python": platform.python_version(),
-            "processor": platform.processor() or platform.machine(),
-        },
+        "machine": machine(),
         "model": tag,
         "duration_s": DURATION,
         "training_s": training_s,
         "in_process": in_process(model),
+        # filled in by bench_servers below: here they keep their place in the results file
         "servers": {},
-        # How each server scores: "pipeline" (sklearn pipeline on a DataFrame) or "fast" (the
-        # verified fast scorer of churn/fastpath.py).
-        "scoring": {"mlserver": "pipeline"},
+        "scoring": {},
     }
     print(f"in-process: {results['in_process']}", file=sys.stderr)
     logs = SCRATCH / "logs"
     logs.mkdir()
-
-    # FastAPI, 2 workers (as many API workers as the BentoML service runs here): once scoring
-    # through the sklearn pipeline as its users would, once through this service's fast scorer.
-    for scoring in ("pipeline", "fast"):
-        port = free_port()
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "uvicorn",
-                "benchmarks.fastapi_app:app",
-                "--port",
-                str(port),
-                "--workers",
-                "2",
-                "--log-level",
-                "warning",
-            ],
-            cwd=ROOT,
-            env=env | {"BENCH_SCORING": scoring},
-            start_new_session=True,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        name = "fastapi" if scoring == "pipeline" else "fastapi_fast"
-        try:
-            wait_http(f"http://127.0.0.1:{port}/docs")
-            results["servers"][name] = run_loads(
-                name,
-                proc.pid,
-                lambda port=port: f"http://127.0.0.1:{port}/predict",
-                lambda r: {"instances": r},
-            )
-            results["scoring"][name] = scoring
-        finally:
-            stop_tree(proc)
-
-    # MLServer
-    if (MLSERVER_VENV / "bin" / "mlserver").exists():
-        import joblib
-
-        mdir = SCRATCH / "mlserver"
-        mdir.mkdir()
-        joblib.dump(model.pipeline, mdir / "model.joblib")
-        mport, gport, metrics = free_port(), free_port(), free_port()
-        (mdir / "settings.json").write_text(
-            json.dumps(
-                {"http_port": mport, "grpc_port": gport, "metrics_port": metrics, "parallel_workers": 2}
-            )
-        )
-        (mdir / "model-settings.json").write_text(
-            json.dumps(
-                {
-                    "name": "churn",
-                    "implementation": "mlserver_sklearn.SKLearnModel",
-                    "parameters": {"uri": "./model.joblib", "version": "v1"},
-                    "max_batch_size": 32,
-                    "max_batch_time": 0.005,
-                }
-            )
-        )
-        log_file = open(logs / "mlserver.log", "wb")  # noqa: SIM115 - lives as long as the server
-        proc = subprocess.Popen(
-            [str(MLSERVER_VENV / "bin" / "mlserver"), "start", str(mdir)],
-            cwd=mdir,
-            start_new_session=True,
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-        )
-        try:
-            wait_http(f"http://127.0.0.1:{mport}/v2/models/churn/ready", timeout=180)
-            url = f"http://127.0.0.1:{mport}/v2/models/churn/infer"
-            status, body, _ = http("POST", url, mlserver_body(RECORDS[:2]))
-            assert status == 200, body
-            results["servers"]["mlserver"] = run_loads("mlserver", proc.pid, lambda: url, mlserver_body)
-        finally:
-            stop_tree(proc)
-    else:
-        print("MLServer venv missing: skipped (make bench installs it)", file=sys.stderr)
-
-    # This service: HTTP and gRPC
-    for kind in ("http", "grpc"):
-        srv = Server(kind, home, logs)
-        t = time.perf_counter()
-        srv.start()
-        if kind == "http":
-            wait_http(srv.url + "/startup")
-            results["cold_start_s"] = time.perf_counter() - t
-            scoring = http("GET", srv.url + "/model")[1]["scoring"]
-            for name in ("bentoml_http", "bentoml_grpc", "bentoml_grpc_bytes"):
-                results["scoring"][name] = scoring
-        try:
-            # gRPC twice: a protobuf Struct body (`json`), and JSON text in `serialized_bytes`.
-            for name in ("bentoml_http",) if kind == "http" else ("bentoml_grpc", "bentoml_grpc_bytes"):
-                results["servers"][name] = run_loads(
-                    name,
-                    srv.proc.pid,
-                    (lambda s=srv: s.url + "/predict") if kind == "http" else (lambda s=srv: s.address),
-                    lambda r: {"instances": r},
-                )
-        finally:
-            srv.stop()
+    runs = bench_servers(env, home, logs, model)
+    results |= {"servers": runs.loads, "scoring": runs.scoring, "cold_start_s": runs.cold_start_s}
 
     results["drift"] = drift_bench(home, tag)
     results["batch"], results["explain"] = batch_bench(home, tag), explain_bench(home)  # issue #22
@@ -607,71 +649,93 @@ def markdown(r: dict) -> str:
     return "\n".join(lines + [""] + [f"- {x}" for x in ratios] + goals)
 
 
-def targets(r: dict) -> list[dict]:
-    """The issue's targets, each as a ratio measured in this run (the image's size if it is built)."""
-    s, ip, key = r["servers"], r["in_process"], "1 record, 32 clients"
-    http, grpc = s.get("bentoml_http"), s.get("bentoml_grpc")
-    out = []
+def target(what: str, value: float, goal: str, met: bool) -> dict:
+    return {"what": what, "value": value, "goal": goal, "met": bool(met)}
 
-    def add(what: str, value: float, goal: str, met: bool) -> None:
-        out.append({"what": what, "value": value, "goal": goal, "met": bool(met)})
 
-    if http and grpc:
-        batch = "1000 records, 4 clients"
-        add(
+def serving_targets(s: dict, ip: dict) -> list[dict]:
+    """The targets of this service's HTTP and gRPC servers, against the in-process limit, their
+    own runs and MLServer (when it ran)."""
+    over_http, key, batch = s["bentoml_http"], "1 record, 32 clients", "1000 records, 4 clients"
+    out = [
+        target(
             "1,000-record rows/s over HTTP / in-process limit",
-            http[batch]["rows_per_s"] / ip["1000 records"]["rows_per_s"],
+            over_http[batch]["rows_per_s"] / ip["1000 records"]["rows_per_s"],
             ">= 0.5",
-            http[batch]["rows_per_s"] / ip["1000 records"]["rows_per_s"] >= 0.5,
+            over_http[batch]["rows_per_s"] / ip["1000 records"]["rows_per_s"] >= 0.5,
         )
-        for name, body in (("bentoml_grpc", "Struct"), ("bentoml_grpc_bytes", "serialized_bytes")):
-            if name in s:
-                ratio = s[name][batch]["rows_per_s"] / http[batch]["rows_per_s"]
-                add(f"1,000-record rows/s, gRPC ({body}) / HTTP", ratio, ">= 1.0", ratio >= 1.0)
-        tail = http[key]
-        add(
+    ]
+    for name, body in (("bentoml_grpc", "Struct"), ("bentoml_grpc_bytes", "serialized_bytes")):
+        if name in s:
+            ratio = s[name][batch]["rows_per_s"] / over_http[batch]["rows_per_s"]
+            out.append(target(f"1,000-record rows/s, gRPC ({body}) / HTTP", ratio, ">= 1.0", ratio >= 1.0))
+    tail = over_http[key]
+    out.append(
+        target(
             "p99 / own p50 (HTTP, 32 clients)",
             tail["p99_ms"] / tail["p50_ms"],
             "<= 3",
             tail["p99_ms"] <= 3 * tail["p50_ms"],
         )
-        add(
+    )
+    out.append(
+        target(
             "p99 spread over 3 runs, (max - min) / min",
             tail["p99_spread"],
             "<= 0.2",
             tail["p99_spread"] <= 0.2,
         )
-        if "mlserver" in s:
-            ml = s["mlserver"][key]
-            add(
+    )
+    if "mlserver" in s:
+        ml = s["mlserver"][key]
+        out.append(
+            target(
                 "p99 / MLServer's p99 (32 clients)",
                 tail["p99_ms"] / ml["p99_ms"],
                 "<= 1",
                 tail["p99_ms"] <= ml["p99_ms"],
             )
-            errors = tail["errors"]
-            add(
+        )
+        out.append(
+            target(
                 "req/s / MLServer's (32 clients), 0 errors",
                 tail["rps"] / ml["rps"],
                 ">= 1.3",
-                tail["rps"] >= 1.3 * ml["rps"] and not errors,
+                tail["rps"] >= 1.3 * ml["rps"] and not tail["errors"],
             )
-    add(
-        "drift command / scipy floor (100,000 log records)",
-        r["drift"]["ratio"],
-        "<= 3",
-        r["drift"]["ratio"] <= 3,
+        )
+    return out
+
+
+def targets(r: dict) -> list[dict]:
+    """The issue's targets, each as a ratio measured in this run (the image's size if it is built)."""
+    s = r["servers"]
+    out = serving_targets(s, r["in_process"]) if s.get("bentoml_http") and s.get("bentoml_grpc") else []
+    out.append(
+        target(
+            "drift command / scipy floor (100,000 log records)",
+            r["drift"]["ratio"],
+            "<= 3",
+            r["drift"]["ratio"] <= 3,
+        )
     )
     if r.get("cold_start_s") is not None:
-        add(
-            "cold start to /startup 200, s (bentoml serve)", r["cold_start_s"], "<= 3", r["cold_start_s"] <= 3
+        out.append(
+            target(
+                "cold start to /startup 200, s (bentoml serve)",
+                r["cold_start_s"],
+                "<= 3",
+                r["cold_start_s"] <= 3,
+            )
         )
     if r.get("image_bytes"):
-        add(
-            "image size, GB (docker image inspect)",
-            r["image_bytes"] / 1e9,
-            "<= 1.2",
-            r["image_bytes"] <= 1.2e9,
+        out.append(
+            target(
+                "image size, GB (docker image inspect)",
+                r["image_bytes"] / 1e9,
+                "<= 1.2",
+                r["image_bytes"] <= 1.2e9,
+            )
         )
     return out
 

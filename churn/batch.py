@@ -506,6 +506,125 @@ def _progress(source, stream):
     return tqdm(total=source.size, unit=" rows", unit_scale=True, file=stream, desc="scoring")
 
 
+def _is_parquet_output(output: Path) -> bool:
+    """The scores file's format, from its name (a .csv or a .parquet file, nothing else)."""
+    if output.name.endswith(CSV_SUFFIXES[:1]):
+        return False
+    if output.name.endswith(PARQUET_SUFFIXES):
+        return True
+    raise BatchInputError(f"{output}: the output must be a .csv or .parquet file")
+
+
+def _check_arguments(model: LoadedModel, input_path: Path, output: Path, reasons: int) -> None:
+    """Refuse a run that could not succeed, before any file is opened."""
+    if output.resolve() == input_path.resolve():
+        raise BatchInputError(f"{output}: the output must not be the input")
+    if reasons and model.reasons is None:
+        raise BatchInputError(
+            f"--reasons: model {model.tag} cannot be explained exactly ({model.reasons_refusal})"
+        )
+
+
+class _Outputs:
+    """The scores file and its rejects file: written out of sight, then published together
+    (rejects first) or discarded together."""
+
+    def __init__(self, output: Path, write_parquet: bool, scores_schema: pa.Schema, columns: list[str]):
+        self.reject_schema = pa.schema(
+            [pa.field("row", pa.int64()), pa.field("reason", pa.string())]
+            + [pa.field(c, pa.string()) for c in columns]
+        )
+        self.scores, self.rejects = AtomicFile(output), AtomicFile(rejects_path(output))
+        self.score_writer = (
+            pq.ParquetWriter(self.scores.sink, scores_schema)
+            if write_parquet
+            else pacsv.CSVWriter(self.scores.sink, scores_schema)
+        )
+        self.reject_writer = pacsv.CSVWriter(self.rejects.sink, self.reject_schema)
+
+    def publish(self) -> None:
+        self.score_writer.close()
+        self.reject_writer.close()
+        self.rejects.publish()
+        self.scores.publish()
+
+    def discard(self) -> None:
+        for writer in (self.score_writer, self.reject_writer):
+            try:
+                writer.close()
+            except Exception:
+                pass
+        self.scores.discard()
+        self.rejects.discard()
+
+
+@dataclass
+class _Counts:
+    """Rows read from the whole file (malformed ones included), rows of this shard, rows scored,
+    and the rows rejected."""
+
+    total: int = 0
+    rows_in: int = 0
+    scored: int = 0
+    rejected: _Rejects = field(default_factory=_Rejects)
+
+
+@dataclass
+class _ShardRows:
+    """The part of a block that belongs to this shard."""
+
+    table: pa.Table
+    rows: np.ndarray
+    malformed: list[tuple[int, str]]
+
+
+def _take_shard(block: Block, shard: Shard) -> _ShardRows:
+    mine = (block.rows - 1) % shard.count == shard.index
+    table = block.table.filter(pa.array(mine)) if shard.count > 1 else block.table
+    malformed = [m for m in block.malformed if (m[0] - 1) % shard.count == shard.index]
+    return _ShardRows(table, block.rows[mine], malformed)
+
+
+def _score_block(part: _ShardRows, has_ids: bool, scorer: Scorer, outputs: _Outputs, counts: _Counts) -> None:
+    """Check a block's rows, write the scores of those that pass and the rejects of the others."""
+    counts.rows_in += len(part.rows) + len(part.malformed)
+    checked = check_block(part.table)
+    ids = (
+        pc.filter(part.table.column(ID_COLUMN).combine_chunks(), pa.array(checked.ok))
+        if has_ids
+        else pa.nulls(int(checked.ok.sum()), pa.string())
+    )
+    if checked.ok.any():
+        outputs.score_writer.write_batch(scorer.batch(ids, checked))
+        counts.scored += int(checked.ok.sum())
+    if checked.why or part.malformed:
+        table_of_rejects = _rejects_table(
+            part.table, part.rows, checked.why, part.malformed, outputs.reject_schema
+        )
+        rejected = counts.rejected
+        if rejected.first is None:
+            rejected.first = (
+                table_of_rejects["row"][0].as_py(),
+                table_of_rejects["reason"][0].as_py(),
+            )
+        rejected.count += table_of_rejects.num_rows
+        outputs.reject_writer.write_table(table_of_rejects)
+
+
+def _check_bad_share(input_path: Path, counts: _Counts, max_bad_fraction: float) -> None:
+    """Refuse a file with no rows, or with more rejected rows than --max-bad-fraction allows
+    (then the file, not a few rows, is wrong)."""
+    if counts.total == 0:
+        raise BatchInputError(f"{input_path}: no data rows")
+    rejected = counts.rejected
+    if counts.rows_in and rejected.count > max_bad_fraction * counts.rows_in:
+        row, reason = rejected.first  # type: ignore[misc]
+        raise BatchInputError(
+            f"{input_path}: {rejected.count} of {counts.rows_in} rows failed validation, more than "
+            f"--max-bad-fraction {max_bad_fraction} allows; the first, row {row}: {reason}"
+        )
+
+
 def score_file(
     model: LoadedModel,
     reference: pd.DataFrame,
@@ -520,84 +639,25 @@ def score_file(
     """Score `input_path` into `output` (and its rejects file). BatchInputError for bad input,
     with nothing written; OSError if a file cannot be written."""
     started = time.monotonic()
-    if output.name.endswith(CSV_SUFFIXES[:1]):
-        write_parquet = False
-    elif output.name.endswith(PARQUET_SUFFIXES):
-        write_parquet = True
-    else:
-        raise BatchInputError(f"{output}: the output must be a .csv or .parquet file")
-    if output.resolve() == input_path.resolve():
-        raise BatchInputError(f"{output}: the output must not be the input")
-    if reasons and model.reasons is None:
-        raise BatchInputError(
-            f"--reasons: model {model.tag} cannot be explained exactly ({model.reasons_refusal})"
-        )
+    write_parquet = _is_parquet_output(output)
+    _check_arguments(model, input_path, output, reasons)
     source = open_source(input_path)
     scorer = Scorer(model, reference, reasons)
-    reject_schema = pa.schema(
-        [pa.field("row", pa.int64()), pa.field("reason", pa.string())]
-        + [pa.field(c, pa.string()) for c in source.columns]
-    )
-    out_file, rej_file = AtomicFile(output), AtomicFile(rejects_path(output))
-    out_writer = (
-        pq.ParquetWriter(out_file.sink, scorer.schema)
-        if write_parquet
-        else pacsv.CSVWriter(out_file.sink, scorer.schema)
-    )
-    rej_writer = pacsv.CSVWriter(rej_file.sink, reject_schema)
-    rows_total = rows_in = scored = 0
-    rejected = _Rejects()
+    outputs = _Outputs(output, write_parquet, scorer.schema, source.columns)
+    counts = _Counts()
     bar = _progress(source, progress_stream)
     try:
         for block in source.blocks():
-            rows_total += len(block.rows) + len(block.malformed)
-            mine = (block.rows - 1) % shard.count == shard.index
-            table = block.table.filter(pa.array(mine)) if shard.count > 1 else block.table
-            rows = block.rows[mine]
-            malformed = [m for m in block.malformed if (m[0] - 1) % shard.count == shard.index]
-            rows_in += len(rows) + len(malformed)
-            checked = check_block(table)
-            ids = (
-                pc.filter(table.column(ID_COLUMN).combine_chunks(), pa.array(checked.ok))
-                if ID_COLUMN in source.columns
-                else pa.nulls(int(checked.ok.sum()), pa.string())
-            )
-            if checked.ok.any():
-                out_writer.write_batch(scorer.batch(ids, checked))
-                scored += int(checked.ok.sum())
-            if checked.why or malformed:
-                table_of_rejects = _rejects_table(table, rows, checked.why, malformed, reject_schema)
-                if rejected.first is None:
-                    rejected.first = (
-                        table_of_rejects["row"][0].as_py(),
-                        table_of_rejects["reason"][0].as_py(),
-                    )
-                rejected.count += table_of_rejects.num_rows
-                rej_writer.write_table(table_of_rejects)
+            counts.total += len(block.rows) + len(block.malformed)
+            _score_block(_take_shard(block, shard), ID_COLUMN in source.columns, scorer, outputs, counts)
             if bar is not None:
                 bar.update(source.position() - bar.n)
-        if rows_total == 0:
-            raise BatchInputError(f"{input_path}: no data rows")
-        if rows_in and rejected.count > max_bad_fraction * rows_in:
-            row, reason = rejected.first  # type: ignore[misc]
-            raise BatchInputError(
-                f"{input_path}: {rejected.count} of {rows_in} rows failed validation, more than "
-                f"--max-bad-fraction {max_bad_fraction} allows; the first, row {row}: {reason}"
-            )
-        out_writer.close()
-        rej_writer.close()
-        rej_file.publish()
-        out_file.publish()
+        _check_bad_share(input_path, counts, max_bad_fraction)
+        outputs.publish()
         if bar is not None:
             bar.update(bar.total - bar.n)
     except BaseException:
-        for writer in (out_writer, rej_writer):
-            try:
-                writer.close()
-            except Exception:
-                pass
-        out_file.discard()
-        rej_file.discard()
+        outputs.discard()
         raise
     finally:
         if bar is not None:
@@ -605,14 +665,14 @@ def score_file(
         source.close()
     seconds = time.monotonic() - started
     return BatchSummary(
-        rows_in=rows_in,
-        rows_scored=scored,
-        rows_rejected=rejected.count,
+        rows_in=counts.rows_in,
+        rows_scored=counts.scored,
+        rows_rejected=counts.rejected.count,
         model=model.tag,
         output=str(output),
         rejects=str(rejects_path(output)),
         seconds=seconds,
-        rows_per_second=rows_in / seconds if seconds > 0 else 0.0,
+        rows_per_second=counts.rows_in / seconds if seconds > 0 else 0.0,
     )
 
 

@@ -37,7 +37,7 @@ import json
 import os
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import orjson
@@ -204,6 +204,122 @@ class Known:
     treated: bool | None
 
 
+@dataclass
+class IngestCounts:
+    """The command's counts, in the order of its JSON line (see the module's docstring)."""
+
+    accepted: int = 0
+    matched: int = 0
+    unmatched: int = 0
+    corrected: int = 0
+    joined_late: int = 0
+    pending: int = 0
+    duplicates: int = 0
+    vanished_files: int = 0
+
+
+@dataclass
+class _Incoming:
+    """The validated outcomes of every file, each with its source (file name and digest)."""
+
+    outcomes: list[tuple[Outcome, str]]
+    repeated: int  # rows that repeated an earlier one of their file
+    digests: list[str]  # one per file: they name the stored file
+
+
+def _read_files(paths: list[Path], now: dt.datetime) -> _Incoming:
+    """Every file validated before anything is written: an InputError names the first bad one."""
+    incoming = _Incoming([], 0, [])
+    for path in paths:
+        digest = hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else ""
+        rows, repeated = read_outcomes(path, now)
+        incoming.repeated += repeated
+        incoming.outcomes += [(o, f"{path.name} sha256:{digest[:12]}") for o in rows]
+        incoming.digests.append(digest)
+    return incoming
+
+
+@dataclass
+class _Stored:
+    """The stored outcomes by key, and those still waiting for their prediction inside their
+    horizon (they are joined again)."""
+
+    known: dict[str, Known]
+    waiting: list[LabelledExample]
+
+
+def _read_stored(settings: Settings, now: dt.datetime) -> _Stored:
+    horizon = dt.timedelta(days=settings.prediction_horizon_days)
+    stored = _Stored({}, [])
+    for e in iter_examples(settings):
+        stored.known[example_key(e)] = Known(e["churn"], e.get("treated"))
+        if e["prediction"] is None and now - parse_time(e["observed_at"]) <= horizon:
+            stored.waiting.append(e)
+    return stored
+
+
+def _join_late(
+    waiting: list[LabelledExample],
+    joined: list[bytes | None],
+    now: str,
+    counts: IngestCounts,
+    new: dict[str, LabelledExample],
+) -> None:
+    """New versions of the waiting outcomes that found their prediction now; the others stay pending."""
+    for example, raw in zip(waiting, joined, strict=True):
+        if raw is None:
+            counts.pending += 1
+            continue
+        key = outcome_key(example["customerID"], decode_line(raw))
+        new[key] = example | {  # type: ignore[assignment]
+            "key": key,
+            "prediction": orjson.Fragment(raw),  # stored as logged
+            "ingested_at": now,
+            "supersedes": example_key(example),
+        }
+        counts.joined_late += 1
+
+
+def _add_outcomes(
+    outcomes: list[tuple[Outcome, str]],
+    joined: list[bytes | None],
+    stored: dict[str, Known],
+    now: str,
+    counts: IngestCounts,
+    new: dict[str, LabelledExample],
+) -> None:
+    """The files' outcomes with their predictions: new ones and corrections are added to `new`;
+    one that says what is already stored (or added earlier in this run) is a duplicate."""
+    for (outcome, source), raw in zip(outcomes, joined, strict=True):
+        key = outcome_key(outcome.customer, None if raw is None else decode_line(raw))
+        prediction = None if raw is None else orjson.Fragment(raw)  # stored as logged
+        before = new.get(key)
+        known = Known(before["churn"], before.get("treated")) if before else stored.get(key)
+        if known is not None and known.churn == outcome.churn and outcome.treated in (None, known.treated):
+            counts.duplicates += 1
+            continue
+        new[key] = {
+            "key": key,
+            "customerID": outcome.customer,
+            "churn": outcome.churn,
+            "observed_at": format_time(outcome.observed),
+            "observed_at_given": outcome.given,
+            "ingested_at": now,
+            "source": source,
+            "prediction": prediction,
+            "treated": outcome.treated if outcome.treated is not None else (known.treated if known else None),
+        }
+        if known is not None:
+            counts.corrected += 1
+            continue
+        counts.accepted += 1
+        if prediction is not None:
+            counts.matched += 1
+        else:
+            counts.unmatched += 1
+            counts.pending += 1
+
+
 def ingest_files(
     settings: Settings, paths: list[Path], max_bad_fraction: float = MAX_BAD_FRACTION
 ) -> dict[str, int]:
@@ -211,79 +327,25 @@ def ingest_files(
     then join them all in one pass over the log and store the new versions in one file."""
     now_dt = dt.datetime.now(dt.UTC)
     now = format_time(now_dt)
-    outcomes: list[tuple[Outcome, str]] = []
-    counts = dict.fromkeys(("accepted", "matched", "unmatched", "corrected", "joined_late", "pending"), 0)
-    counts["duplicates"] = 0
-    digests = []
-    for path in paths:
-        digest = hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else ""
-        rows, repeated = read_outcomes(path, now_dt)
-        counts["duplicates"] += repeated
-        outcomes += [(o, f"{path.name} sha256:{digest[:12]}") for o in rows]
-        digests.append(digest)
+    incoming = _read_files(paths, now_dt)
+    counts = IngestCounts(duplicates=incoming.repeated)
     with ingest_lock(settings):
-        horizon = dt.timedelta(days=settings.prediction_horizon_days)
-        stored: dict[str, Known] = {}
-        waiting: list[LabelledExample] = []  # unjoined outcomes still inside their horizon
-        for e in iter_examples(settings):
-            stored[example_key(e)] = Known(e["churn"], e.get("treated"))
-            if e["prediction"] is None and now_dt - parse_time(e["observed_at"]) <= horizon:
-                waiting.append(e)
-        joined, counts["vanished_files"] = join_predictions(
+        stored = _read_stored(settings, now_dt)
+        waiting = stored.waiting
+        joined, counts.vanished_files = join_predictions(
             settings,
             [(e["customerID"], parse_time(e["observed_at"])) for e in waiting]
-            + [(o.customer, o.observed) for o, _ in outcomes],
+            + [(o.customer, o.observed) for o, _ in incoming.outcomes],
             max_bad_fraction,
         )
         new: dict[str, LabelledExample] = {}
-        for example, raw in zip(waiting, joined[: len(waiting)], strict=True):
-            if raw is None:
-                counts["pending"] += 1
-                continue
-            key = outcome_key(example["customerID"], decode_line(raw))
-            new[key] = example | {  # type: ignore[assignment]
-                "key": key,
-                "prediction": orjson.Fragment(raw),  # stored as logged
-                "ingested_at": now,
-                "supersedes": example_key(example),
-            }
-            counts["joined_late"] += 1
-        for (outcome, source), raw in zip(outcomes, joined[len(waiting) :], strict=True):
-            key = outcome_key(outcome.customer, None if raw is None else decode_line(raw))
-            prediction = None if raw is None else orjson.Fragment(raw)  # stored as logged
-            before = new.get(key)
-            known = Known(before["churn"], before.get("treated")) if before else stored.get(key)
-            if (
-                known is not None
-                and known.churn == outcome.churn
-                and outcome.treated in (None, known.treated)
-            ):
-                counts["duplicates"] += 1
-                continue
-            new[key] = {
-                "key": key,
-                "customerID": outcome.customer,
-                "churn": outcome.churn,
-                "observed_at": format_time(outcome.observed),
-                "observed_at_given": outcome.given,
-                "ingested_at": now,
-                "source": source,
-                "prediction": prediction,
-                "treated": outcome.treated
-                if outcome.treated is not None
-                else (known.treated if known else None),
-            }
-            if known is not None:
-                counts["corrected"] += 1
-                continue
-            counts["accepted"] += 1
-            counts["matched" if prediction is not None else "unmatched"] += 1
-            counts["pending"] += prediction is None
+        _join_late(waiting, joined[: len(waiting)], now, counts, new)
+        _add_outcomes(incoming.outcomes, joined[len(waiting) :], stored.known, now, counts, new)
         if new:
             stamp = now.replace("-", "").replace(":", "").replace(".", "")
-            tag = hashlib.sha256("".join(digests).encode()).hexdigest()[:12]
+            tag = hashlib.sha256("".join(incoming.digests).encode()).hexdigest()[:12]
             write_examples(settings, f"{stamp}-{tag}.jsonl", list(new.values()))
-    return counts
+    return asdict(counts)
 
 
 def ingest(settings: Settings, path: Path, max_bad_fraction: float = MAX_BAD_FRACTION) -> dict[str, int]:

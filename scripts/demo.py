@@ -30,6 +30,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -179,12 +180,95 @@ def _stage(name: str, drift: dict, perf: dict) -> dict:
     }
 
 
-def story(home: Path, shuffled: bool, seed: int) -> dict:
-    folder = home / "demo-data"
-    folder.mkdir(parents=True)
+def demo_env(home: Path) -> dict:
+    """The commands' environment: this shell's, without its BentoML and monitoring settings, on `home`."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("BENTOML_", "MONITORING_"))}
     env |= {"MLOPS_HOME": str(home), "BENTOML_HOME": str(home / "bentoml"), "BENTOML_DO_NOT_TRACK": "true"}
     env |= {"RELOAD_INTERVAL_SECONDS": str(RELOAD)}
+    return env
+
+
+@dataclass
+class Servers:
+    """make run's servers (one process group), and where they answer."""
+
+    process: subprocess.Popen
+    http_url: str
+    grpc_address: str
+
+    def stop(self) -> None:
+        os.killpg(self.process.pid, signal.SIGTERM)
+        self.process.wait(60)
+
+
+def start_servers(home: Path, env: dict) -> Servers:
+    ports = {"HTTP_PORT": free_port(), "GRPC_PORT": free_port(), "GRPC_METRICS_PORT": free_port()}
+    step(f"make run on {home} (HTTP :{ports['HTTP_PORT']}, gRPC :{ports['GRPC_PORT']})")
+    server_env = {k: v for k, v in env.items() if k != "BENTOML_HOME"} | {k: str(v) for k, v in ports.items()}
+    process = subprocess.Popen(
+        ["scripts/run.sh"], cwd=ROOT, env=server_env, start_new_session=True,
+        stdout=subprocess.DEVNULL, stderr=open(home / "servers.log", "w"),  # noqa: SIM115
+    )  # fmt: skip
+    return Servers(process, f"http://127.0.0.1:{ports['HTTP_PORT']}", f"127.0.0.1:{ports['GRPC_PORT']}")
+
+
+def feedback_and_reports(labels: Path, stage: str, env: dict) -> tuple[dict, dict]:
+    """The outcomes ingested, then the drift and performance reports of the last hour (a stage)."""
+    feedback = run("monitoring.feedback", "--labels", str(labels), env=env)
+    drift = run("monitoring.drift", "--since", "1h", env=env)
+    perf = run("monitoring.performance", "--since", "1h", env=env)
+    return feedback, _stage(stage, drift, perf)
+
+
+def _promotion_time(home: Path, tag: str) -> float:
+    """When the registry promoted `tag` (epoch seconds): the switch is measured from then."""
+    registry = json.loads((home / "registry.json").read_text())
+    changed = next(
+        e["time"] for e in reversed(registry["history"]) if e["action"] == "promote" and e["tag"] == tag
+    )
+    return dt.datetime.fromisoformat(changed.replace("Z", "+00:00")).timestamp()
+
+
+def measure_switch(home: Path, load: Load, new: str) -> dict:
+    """How long each transport took to answer with the promoted model, and how many answers
+    still came from the old one once every server should have reloaded."""
+    changed_at = _promotion_time(home, new)
+
+    def switched() -> bool:
+        return {tr for t, tr, m in load.seen if m == new and t > changed_at} == {"http", "grpc"}
+
+    wait(switched, 30, "the switch")
+    time.sleep(RELOAD + 2)
+    switch_seconds = {
+        tr: round(min(t for t, x, m in load.seen if x == tr and m == new and t > changed_at) - changed_at, 2)
+        for tr in ("http", "grpc")
+    }
+    late = [m for t, _, m in load.seen if t > changed_at + RELOAD + 2]
+    return {"switch_seconds": switch_seconds, "old_version_after_switch": sum(m != new for m in late)}
+
+
+def retrain_under_load(home: Path, contracts: Path, servers: Servers, records: list[dict], env: dict) -> dict:
+    """training.retrain while both servers answer steady traffic: its result, the switch (when
+    it promoted) and the load's count of requests and failures."""
+    load = Load(servers.http_url, servers.grpc_address, records)
+    load.start()
+    time.sleep(1)
+    retrained = run("training.retrain", "--data", str(contracts), "--min-labels", "200", env=env)
+    result: dict = {"retrain": retrained}
+    if retrained["promoted"]:
+        result |= measure_switch(home, load, retrained["tag"])
+    else:
+        time.sleep(RELOAD + 2)
+    load.stop.set()
+    load.join(30)
+    result["load"] = {"requests": load.sent, "failed": len(load.failed), "failures": load.failed[:5]}
+    return result
+
+
+def story(home: Path, shuffled: bool, seed: int) -> dict:
+    folder = home / "demo-data"
+    folder.mkdir(parents=True)
+    env = demo_env(home)
     contracts, wave_a, wave_b, truth = split(folder, seed)
     out: dict = {"shuffled_outcomes": shuffled, "wave_a": len(wave_a), "wave_b": len(wave_b), "stages": []}
 
@@ -192,14 +276,8 @@ def story(home: Path, shuffled: bool, seed: int) -> dict:
     first = run("training.train", "--data", str(contracts), env=env)
     out["first_model"] = first["tag"]
 
-    ports = {"HTTP_PORT": free_port(), "GRPC_PORT": free_port(), "GRPC_METRICS_PORT": free_port()}
-    step(f"make run on {home} (HTTP :{ports['HTTP_PORT']}, gRPC :{ports['GRPC_PORT']})")
-    server_env = {k: v for k, v in env.items() if k != "BENTOML_HOME"} | {k: str(v) for k, v in ports.items()}
-    servers = subprocess.Popen(
-        ["scripts/run.sh"], cwd=ROOT, env=server_env, start_new_session=True,
-        stdout=subprocess.DEVNULL, stderr=open(home / "servers.log", "w"),  # noqa: SIM115
-    )  # fmt: skip
-    http_url, grpc_address = f"http://127.0.0.1:{ports['HTTP_PORT']}", f"127.0.0.1:{ports['GRPC_PORT']}"
+    servers = start_servers(home, env)
+    http_url, grpc_address = servers.http_url, servers.grpc_address
     try:
         wait(lambda: get(http_url + "/ready")[0] == 200, 180, "make run's servers")
         wait(lambda: predict_grpc(grpc_address, wave_a[:1])[0] == "OK", 60, "the gRPC server")
@@ -209,58 +287,21 @@ def story(home: Path, shuffled: bool, seed: int) -> dict:
         time.sleep(1.5)  # the prediction log is written by a background thread
         step("their real outcomes come back" + (" (shuffled among them)" if shuffled else ""))
         labels = outcomes(folder, "outcomes-1.csv", wave_a, truth, shuffled, seed)
-        out["feedback_a"] = run("monitoring.feedback", "--labels", str(labels), env=env)
-        drift = run("monitoring.drift", "--since", "1h", env=env)
-        perf = run("monitoring.performance", "--since", "1h", env=env)
-        out["stages"].append(_stage("after wave 1", drift, perf))
+        out["feedback_a"], stage = feedback_and_reports(labels, "after wave 1", env)
+        out["stages"].append(stage)
 
         step("retrain with the outcomes; the gate compares champion and challenger on the newest outcomes")
-        load = Load(http_url, grpc_address, wave_a[:300])
-        load.start()
-        time.sleep(1)
-        retrained = run("training.retrain", "--data", str(contracts), "--min-labels", "200", env=env)
-        out["retrain"] = retrained
-        if retrained["promoted"]:
-            new = retrained["tag"]
-            registry = json.loads((home / "registry.json").read_text())
-            changed = next(
-                e["time"]
-                for e in reversed(registry["history"])
-                if e["action"] == "promote" and e["tag"] == new
-            )
-            changed_at = dt.datetime.fromisoformat(changed.replace("Z", "+00:00")).timestamp()
-
-            def switched() -> bool:
-                return {tr for t, tr, m in load.seen if m == new and t > changed_at} == {"http", "grpc"}
-
-            wait(switched, 30, "the switch")
-            time.sleep(RELOAD + 2)
-            out["switch_seconds"] = {
-                tr: round(
-                    min(t for t, x, m in load.seen if x == tr and m == new and t > changed_at) - changed_at, 2
-                )
-                for tr in ("http", "grpc")
-            }
-            late = [m for t, _, m in load.seen if t > changed_at + RELOAD + 2]
-            out["old_version_after_switch"] = sum(m != new for m in late)
-        else:
-            time.sleep(RELOAD + 2)
-        load.stop.set()
-        load.join(30)
-        out["load"] = {"requests": load.sent, "failed": len(load.failed), "failures": load.failed[:5]}
+        out |= retrain_under_load(home, contracts, servers, wave_a[:300], env)
 
         step(f"wave 2: {len(wave_b)} new month-to-month customers scored, and their outcomes")
         out["wave_b_model"] = send(http_url, grpc_address, wave_b)
         time.sleep(1.5)
         labels = outcomes(folder, "outcomes-2.csv", wave_b, truth, shuffled, seed + 1)
-        out["feedback_b"] = run("monitoring.feedback", "--labels", str(labels), env=env)
-        drift = run("monitoring.drift", "--since", "1h", env=env)
-        perf = run("monitoring.performance", "--since", "1h", env=env)
-        out["stages"].append(_stage("after wave 2", drift, perf))
+        out["feedback_b"], stage = feedback_and_reports(labels, "after wave 2", env)
+        out["stages"].append(stage)
         out["current"] = json.loads((home / "registry.json").read_text())["current"]
     finally:
-        os.killpg(servers.pid, signal.SIGTERM)
-        servers.wait(60)
+        servers.stop()
     return out
 
 

@@ -103,15 +103,20 @@ def train(settings: Settings, data_path: Path, seed: int, log, build=build_pipel
     return fit(data, {"file": data_path.name, "sha256": sha256_of(data_path)}, seed, log, build)
 
 
-def fit(
-    data: ValidatedData, data_info: dict[str, Any], seed: int, log, build=build_pipeline
-) -> TrainingResult:
-    """Stratified 80/20 split, threshold chosen out of fold on the training part, fit, evaluate on
-    the test part. `data_info` describes the data in the model's metadata."""
-    from sklearn.model_selection import StratifiedKFold, cross_val_predict, cross_val_score, train_test_split
+@dataclass
+class DataSplit:
+    """The stratified train/test split, and who the training rows are (customer_hashes)."""
 
-    for note in data.notes:
-        log.info("data: %s", note)
+    X_train: pd.DataFrame
+    X_test: pd.DataFrame
+    y_train: np.ndarray
+    y_test: np.ndarray
+    members: np.ndarray
+
+
+def split_train_test(data: ValidatedData, seed: int, log) -> DataSplit:
+    from sklearn.model_selection import train_test_split
+
     X, y = data.features, data.label.to_numpy()
     ids = data.ids.astype(str).to_numpy() if data.ids is not None else np.full(len(X), None, dtype=object)
     # The ids ride along: the same split as without them (the indices depend on n, y and the seed).
@@ -120,6 +125,21 @@ def fit(
     )
     members = customer_hashes(i for i in ids_train if i is not None)
     log.info("split: %d training rows, %d test rows (stratified, seed %d)", len(X_train), len(X_test), seed)
+    return DataSplit(X_train, X_test, y_train, y_test, members)
+
+
+@dataclass
+class OutOfFold:
+    """Cross-validation on the training part: ROC AUC per fold, out-of-fold probabilities, and
+    the threshold chosen on them (never on the test rows)."""
+
+    cv_auc: np.ndarray
+    probabilities: np.ndarray
+    threshold: float
+
+
+def out_of_fold(build, X_train: pd.DataFrame, y_train: np.ndarray, seed: int, log) -> OutOfFold:
+    from sklearn.model_selection import StratifiedKFold, cross_val_predict, cross_val_score
 
     cv = StratifiedKFold(n_splits=CV_FOLDS, shuffle=True, random_state=seed)
     cv_auc = cross_val_score(build(seed), X_train, y_train, cv=cv, scoring="roc_auc")
@@ -131,47 +151,74 @@ def fit(
         cv_auc.std(),
         threshold,
     )
+    return OutOfFold(cv_auc, oof, threshold)
+
+
+def model_metadata(
+    data: ValidatedData,
+    data_info: dict[str, Any],
+    split: DataSplit,
+    metrics: dict[str, Any],
+    threshold: float,
+    seed: int,
+    fit_seconds: float,
+) -> dict[str, Any]:
+    """What the saved model says of itself: how it was made, from which data, and how well it did."""
+    return {
+        "algorithm": "LogisticRegression on log1p-scaled numerics and one-hot categoricals",
+        "hyperparameters": {k: v for k, v in HYPERPARAMS.items() if v is not None},
+        "threshold": threshold,
+        "metrics": metrics,
+        "data": data_info
+        | {
+            "rows": int(len(data.features)),
+            "train_rows": int(len(split.X_train)),
+            "test_rows": int(len(split.X_test)),
+            "positive_rate": float(data.label.to_numpy().mean()),
+            "notes": data.notes,
+        },
+        "split": {"test_size": TEST_SIZE, "stratified": True, "cv_folds": CV_FOLDS},
+        "seed": seed,
+        "fit_seconds": round(fit_seconds, 4),
+        "trained_at": utc_now(),
+        "feature_schema": schema_dict(),
+        "package_versions": package_versions(),
+        "reference_rows": int(len(split.X_train)),
+        "training_members": int(len(split.members)),
+    }
+
+
+def fit(
+    data: ValidatedData, data_info: dict[str, Any], seed: int, log, build=build_pipeline
+) -> TrainingResult:
+    """Stratified 80/20 split, threshold chosen out of fold on the training part, fit, evaluate on
+    the test part. `data_info` describes the data in the model's metadata."""
+    for note in data.notes:
+        log.info("data: %s", note)
+    split = split_train_test(data, seed, log)
+    oof = out_of_fold(build, split.X_train, split.y_train, seed, log)
 
     started = time.perf_counter()
-    pipeline = build(seed).fit(X_train, y_train)
+    pipeline = build(seed).fit(split.X_train, split.y_train)
     fit_seconds = time.perf_counter() - started
-    test_proba = pipeline.predict_proba(X_test)[:, 1]
-    metrics = classification_metrics(y_test, test_proba, threshold)
-    metrics |= {"cv_roc_auc_mean": float(cv_auc.mean()), "cv_roc_auc_std": float(cv_auc.std())}
+    test_proba = pipeline.predict_proba(split.X_test)[:, 1]
+    metrics = classification_metrics(split.y_test, test_proba, oof.threshold)
+    metrics |= {"cv_roc_auc_mean": float(oof.cv_auc.mean()), "cv_roc_auc_std": float(oof.cv_auc.std())}
     log.info("test: %s", ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if v is not None))
     return TrainingResult(
         pipeline=pipeline,
-        threshold=threshold,
+        threshold=oof.threshold,
         metrics=metrics,
-        reference=X_train.reset_index(drop=True),
-        X_test=X_test,
+        reference=split.X_train.reset_index(drop=True),
+        X_test=split.X_test,
         test_proba=test_proba,
         # Out-of-fold probabilities of the whole training part (4x the test rows): measured on 10
         # random held-out halves, calibrating on them halved the estimate's mean error vs the test rows.
-        calibration=pd.DataFrame({"churn_probability": oof, "churn": y_train.astype(bool)}),
-        metadata={
-            "algorithm": "LogisticRegression on log1p-scaled numerics and one-hot categoricals",
-            "hyperparameters": {k: v for k, v in HYPERPARAMS.items() if v is not None},
-            "threshold": threshold,
-            "metrics": metrics,
-            "data": data_info
-            | {
-                "rows": int(len(X)),
-                "train_rows": int(len(X_train)),
-                "test_rows": int(len(X_test)),
-                "positive_rate": float(y.mean()),
-                "notes": data.notes,
-            },
-            "split": {"test_size": TEST_SIZE, "stratified": True, "cv_folds": CV_FOLDS},
-            "seed": seed,
-            "fit_seconds": round(fit_seconds, 4),
-            "trained_at": utc_now(),
-            "feature_schema": schema_dict(),
-            "package_versions": package_versions(),
-            "reference_rows": int(len(X_train)),
-            "training_members": int(len(members)),
-        },
-        members=members,
+        calibration=pd.DataFrame(
+            {"churn_probability": oof.probabilities, "churn": split.y_train.astype(bool)}
+        ),
+        metadata=model_metadata(data, data_info, split, metrics, oof.threshold, seed, fit_seconds),
+        members=split.members,
     )
 
 
