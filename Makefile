@@ -112,7 +112,7 @@ test-k8s: install checkov-install ## rendered manifests: schema, structure, chec
 	$(PY) -m pytest tests/k8s
 
 TOPOLOGY ?= minikube
-cluster-build: ## build etcd, kube-apiserver, -controller-manager, -scheduler v1.34.0 and kwok from Go modules, once per machine
+cluster-build: ## build etcd, kube-apiserver, -controller-manager, -scheduler, kubectl v1.34.0 and kwok from Go modules, once per machine
 	tools/cluster/build.sh >/dev/null
 
 cluster-up: install ## a real Kubernetes control plane on loopback, nodes played by kwok: make cluster-up [TOPOLOGY=minikube|production]

@@ -6,23 +6,22 @@ from __future__ import annotations
 import os
 import subprocess
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
-from tests.cluster.kube import BUILD_SH, CLUSTER_SH, Kube
-from tests.k8s.conftest import KUBECTL
+from tests.cluster.kube import CLUSTER_SH, Kube, built_bin
 
 
 def _cluster(topology: str, tmp_path_factory, custom_kinds: str = "") -> Iterator[Kube]:
     cluster_dir = tmp_path_factory.mktemp(f"cluster-{topology}") / "state"
-    env = {**os.environ, "CLUSTER_DIR": str(cluster_dir), "KUBECTL": KUBECTL}
+    kubectl = built_bin() / "kubectl"
+    env = {**os.environ, "CLUSTER_DIR": str(cluster_dir), "KUBECTL": str(kubectl)}
     up = subprocess.run(
         [str(CLUSTER_SH), "up", topology], env=env, capture_output=True, text=True, timeout=1800
     )
     try:
         assert up.returncode == 0, f"cluster.sh up {topology} failed:\n{up.stderr[-3000:]}"
-        yield Kube(cluster_dir, topology, custom_kinds)
+        yield Kube(cluster_dir, topology, kubectl, custom_kinds)
     finally:
         subprocess.run([str(CLUSTER_SH), "down"], env=env, capture_output=True, timeout=120)
 
@@ -37,7 +36,7 @@ def production_cluster(tmp_path_factory) -> Iterator[Kube]:
     """With the Prometheus Operator's CRDs (PodMonitor, PrometheusRule), which the production
     overlay's prometheus-operator component needs."""
     for kube in _cluster("production", tmp_path_factory, custom_kinds="podmonitors,prometheusrules"):
-        crds = Path(subprocess.check_output([str(BUILD_SH)], text=True).strip()) / "crds"
+        crds = built_bin() / "crds"
         for kind in ("podmonitors", "prometheusrules"):
             kube.run("apply", "--server-side", "-f", str(crds / f"monitoring.coreos.com_{kind}.yaml"))
         kube.run(

@@ -12,7 +12,6 @@ from typing import Any, TypeVar
 
 import yaml
 
-from tests.k8s.conftest import KUBECTL
 from tests.support import ROOT
 
 CLUSTER_SH = ROOT / "tools" / "cluster" / "cluster.sh"
@@ -30,16 +29,23 @@ class KubectlError(AssertionError):
     pass
 
 
+def built_bin() -> Path:
+    """The control plane's binaries, kubectl v1.34.0 among them (tools/cluster/build.sh builds
+    them once per machine and prints the folder)."""
+    return Path(subprocess.check_output([str(BUILD_SH)], text=True).strip())
+
+
 class Kube:
-    def __init__(self, cluster_dir: Path, topology: str, custom_kinds: str = ""):
+    def __init__(self, cluster_dir: Path, topology: str, kubectl: Path, custom_kinds: str = ""):
         self.dir = cluster_dir
+        self.kubectl = kubectl
         self.topology = topology
         self.kubeconfig = cluster_dir / "kubeconfig"
         self.custom_kinds = custom_kinds  # those of installed CRDs, for reset()
 
     def run(self, *args: str, check: bool = True, stdin: str | None = None, timeout: float = 120):
         proc = subprocess.run(
-            [KUBECTL, "--kubeconfig", str(self.kubeconfig), *args],
+            [str(self.kubectl), "--kubeconfig", str(self.kubeconfig), *args],
             input=stdin,
             capture_output=True,
             text=True,

@@ -14,12 +14,14 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/../.." && pwd)
 here="$root/tools/cluster"
 dir=${CLUSTER_DIR:-$root/.cluster}
-KUBECTL=${KUBECTL:-$root/.venv/bin/kubectl}
+# kubectl v1.34.0, built with the control plane (build.sh): the newest kubectl on PyPI (1.36 and
+# later) is outside kubectl's supported skew of one minor version against a v1.34 API server.
+KUBECTL=${KUBECTL:-}
 COMPONENTS=(etcd kube-apiserver kube-controller-manager kube-scheduler kwok)
 
 die() { echo "error: $*" >&2; exit 2; }
 log() { echo "cluster: $*" >&2; }
-kc() { "$KUBECTL" --kubeconfig "$dir/kubeconfig" "$@"; }
+kc() { "${KUBECTL:=$("$here/build.sh")/kubectl}" --kubeconfig "$dir/kubeconfig" "$@"; }
 
 # The PID in run/NAME.pid, if that process is alive and is ours (its command line names $dir, so a
 # recycled PID is never taken for it).
@@ -125,7 +127,6 @@ EOF
 up() {
   local topology=${1:-minikube}
   [ -f "$here/topologies/$topology.yaml" ] || die "unknown topology '$topology' (one of: $(cd "$here/topologies" && ls | sed 's/\.yaml$//' | xargs))"
-  [ -x "$KUBECTL" ] || die "kubectl not found at $KUBECTL (make install provides it)"
   command -v openssl >/dev/null || die "openssl not found"
   if running; then
     local now; now=$(cat "$dir/topology")
@@ -135,6 +136,8 @@ up() {
   fi
   [ ! -e "$dir" ] || down
   bin=$("$here/build.sh")
+  KUBECTL=${KUBECTL:-$bin/kubectl}
+  [ -x "$KUBECTL" ] || die "kubectl not found at $KUBECTL"
   local t0=$SECONDS
   mkdir -p "$dir/logs" "$dir/run" "$dir/etcd"
   echo "$topology" >"$dir/topology"
