@@ -15,7 +15,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, NotRequired, TypedDict, TypeVar
 
 from pydantic import BaseModel, Field
 
@@ -118,6 +118,41 @@ class PerformanceReport(BaseModel):
 
 
 Report = TypeVar("Report", DriftReport, PerformanceReport)
+
+
+# The commands' summaries: their last line of stdout, monitoring.scheduled's parts, and the body
+# their alert posts (without "alert", what the posting made of it). Plain dicts, written as built.
+class DriftSummary(TypedDict):
+    drift: bool
+    n_current: int
+    drifted_features: list[str]
+    report: str  # the report's JSON file
+    html: str
+    model: str | None
+    alert: NotRequired[dict[str, Any]]  # with --alert
+
+
+class PerformanceSummary(TypedDict):
+    models: dict[str, dict[str, Any]]  # tag -> VersionSummary's dump
+    report: str
+    html: str
+    alert: NotRequired[dict[str, Any]]
+
+
+class DriftNoVerdict(TypedDict):
+    """Too few records for a verdict (--allow-no-verdict): no report."""
+
+    drift: None
+    verdict: Literal[False]
+    reason: str
+
+
+class PerformanceNoVerdict(TypedDict):
+    """No predictions in the window (--allow-no-verdict): no report."""
+
+    models: dict[str, Any]  # empty
+    verdict: Literal[False]
+    reason: str
 
 
 def report_json(report: DriftReport | PerformanceReport) -> str:

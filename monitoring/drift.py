@@ -24,13 +24,12 @@ import datetime as dt
 import json
 import sys
 from pathlib import Path
-from typing import Any
 
 from churn.cli import open_unit, positive_int
 from churn.logs import setup_logging
 from churn.model import ModelUnavailable, load_reference
 from churn.registry import RegistryError, current_tag
-from churn.reports import DriftReport
+from churn.reports import DriftNoVerdict, DriftReport, DriftSummary
 from churn.settings import Settings, settings_or_exit
 from monitoring.alert import alert_if_configured
 from monitoring.data import InputError, add_max_bad_fraction, load_current, normalise, parse_since, read_csv
@@ -75,7 +74,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def run(settings: Settings, args: argparse.Namespace, log) -> tuple[int, dict[str, Any]]:
+def run(settings: Settings, args: argparse.Namespace, log) -> tuple[int, DriftSummary]:
     since = parse_since(args.since)
     current = load_current(
         args.current, settings.predictions_dir, since, args.max_records, args.max_bad_fraction
@@ -126,7 +125,7 @@ def run(settings: Settings, args: argparse.Namespace, log) -> tuple[int, dict[st
     folder = write_report(report, reference, current.frame, output_dir)
     if args.output_dir is None:
         point_latest(settings.reports_dir, folder)
-    summary = {
+    summary: DriftSummary = {
         "drift": result.drift,
         "n_current": int(n_current),
         "drifted_features": result.drifted,
@@ -151,7 +150,7 @@ def run(settings: Settings, args: argparse.Namespace, log) -> tuple[int, dict[st
     return code, summary
 
 
-def check(argv: list[str] | None = None) -> tuple[int, dict[str, Any] | None]:
+def check(argv: list[str] | None = None) -> tuple[int, DriftSummary | DriftNoVerdict | None]:
     """The command but its last line: the exit code and the summary (None: bad input, told on
     stderr). SystemExit on bad options or settings, as argparse does."""
     args = parse_args(argv)
@@ -164,7 +163,7 @@ def check(argv: list[str] | None = None) -> tuple[int, dict[str, Any] | None]:
             print(f"error: {exc}", file=sys.stderr)
             return 2, None
         print(f"no verdict: {exc}", file=sys.stderr)
-        return 0, {"drift": None, "verdict": False, "reason": str(exc)}
+        return 0, DriftNoVerdict(drift=None, verdict=False, reason=str(exc))
     except InputError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2, None

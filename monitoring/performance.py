@@ -47,7 +47,9 @@ from churn.reports import (
     Chunk,
     Comparison,
     ModelPerformance,
+    PerformanceNoVerdict,
     PerformanceReport,
+    PerformanceSummary,
     VersionSummary,
     report_json,
 )
@@ -429,7 +431,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def check(argv: list[str] | None = None) -> tuple[int, dict[str, Any] | None]:
+def check(argv: list[str] | None = None) -> tuple[int, PerformanceSummary | PerformanceNoVerdict | None]:
     """The command but its last line: the exit code and the summary (None: bad input, told on
     stderr). SystemExit on bad options or settings, as argparse does."""
     args = parse_args(argv)
@@ -442,12 +444,12 @@ def check(argv: list[str] | None = None) -> tuple[int, dict[str, Any] | None]:
             print(f"error: {exc}", file=sys.stderr)
             return 2, None
         print(f"no verdict: {exc}", file=sys.stderr)
-        return 0, {"models": {}, "verdict": False, "reason": str(exc)}
+        return 0, PerformanceNoVerdict(models={}, verdict=False, reason=str(exc))
     except InputError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2, None
     folder = write(settings, report, args.output_dir)
-    summary: dict[str, Any] = {
+    summary: PerformanceSummary = {
         "models": {tag: version_summary(m).model_dump() for tag, m in report.models.items()},
         "report": str(folder / PERFORMANCE_REPORT_JSON),
         "html": str(folder / REPORT_HTML),

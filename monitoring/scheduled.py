@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from monitoring import drift, performance
@@ -21,10 +21,12 @@ from monitoring import drift, performance
 DRIFT_ARGS = ["--since", "24h", "--alert", "--allow-no-verdict"]
 PERFORMANCE_ARGS = ["--since", "30d", "--alert", "--allow-no-verdict"]
 
-Check = Callable[[list[str]], tuple[int, dict[str, Any] | None]]
+# A command's check: its exit code and summary (churn.reports: DriftSummary, PerformanceSummary or
+# their no-verdict forms; None on bad input).
+Check = Callable[[list[str]], tuple[int, Mapping[str, Any] | None]]
 
 
-def _run(check: Check, args: list[str]) -> tuple[int, dict[str, Any] | None]:
+def _run(check: Check, args: list[str]) -> tuple[int, Mapping[str, Any] | None]:
     try:
         code, summary = check(args)
     except SystemExit as exc:  # argparse or settings: a message is already on stderr
