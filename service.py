@@ -33,19 +33,20 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from churn.contract import (
+    ClientError,
+    build_response,
+    malformed_json,
+    model_unavailable,
+    openapi_request_model,
+    unsupported_media_type,
+)
 from churn.explain import split_explain
 from churn.jsonio import json_bytes, json_loads
 from churn.logs import setup_logging
 from churn.metrics import accept_balancing_gauge, grpc_metrics, serving_metrics
 from churn.schema import RecordValidationError, parse_predict_request
-from churn.serving import (
-    HolderStatus,
-    ModelHolder,
-    PredictionLog,
-    ScoreResult,
-    build_response,
-    openapi_request_model,
-)
+from churn.serving import HolderStatus, ModelHolder, PredictionLog, ScoreResult
 from churn.settings import load_settings, settings_from_env
 from churn.tuning import balance_http_workers, check_http_balancing
 
@@ -146,11 +147,6 @@ def _startup(_ctx: bentoml.Context) -> None:
 # ------------------------------------------------------------------------------------------------
 
 
-class _ClientError:
-    def __init__(self, status: int, body: dict[str, Any]):
-        self.status, self.body = status, body
-
-
 # A gRPC request whose body came as `serialized_bytes` (JSON text) is answered the same way: a
 # protobuf Struct per record costs more than scoring (65 ms vs 28 ms a 1,000-record request).
 _ANSWER_BYTES: contextvars.ContextVar[bool] = contextvars.ContextVar("answer_bytes", default=False)
@@ -163,13 +159,7 @@ class PredictJSON(JSON, proto_fields=("json",)):
     async def from_http_request(self, request: Request) -> Any:
         ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
         if ctype != "application/json":
-            return _ClientError(
-                415,
-                {
-                    "error": "unsupported_media_type",
-                    "message": f"Content-Type must be application/json, got {ctype!r}",
-                },
-            )
+            return unsupported_media_type(ctype)
         raw = await request.body()
         return await _off_loop(_parse_json, raw) if len(raw) > OFF_LOOP_BYTES else _parse_json(raw)
 
@@ -185,7 +175,7 @@ def _parse_json(raw: bytes) -> Any:
     try:
         return json_loads(raw)
     except (ValueError, RecursionError) as exc:  # JSONDecodeError and bad unicode are ValueErrors
-        return _ClientError(400, {"error": "malformed_json", "message": f"malformed JSON body: {exc}"})
+        return malformed_json(exc)
 
 
 def _struct_to_dict(field: Any) -> Any:
@@ -194,7 +184,7 @@ def _struct_to_dict(field: Any) -> Any:
     try:
         return MessageToDict(field, preserving_proto_field_name=True)
     except ValueError as exc:  # e.g. NaN or Infinity in a number_value: not JSON
-        return _ClientError(400, {"error": "malformed_json", "message": f"malformed JSON value: {exc}"})
+        return malformed_json(exc, "value")
 
 
 def _large(obj: Any) -> bool:
@@ -239,7 +229,7 @@ def _dict_to_struct(obj: dict[str, Any]) -> Any:
     return ParseDict(obj, struct_pb2.Value())
 
 
-def _client_error(ctx: bentoml.Context | None, error: _ClientError) -> dict[str, Any]:
+def _client_error(ctx: bentoml.Context | None, error: ClientError) -> dict[str, Any]:
     if ctx is None:  # gRPC: the status code carries the class of error
         raise InvalidArgument(json.dumps(error.body))
     ctx.response.status_code = error.status
@@ -247,7 +237,7 @@ def _client_error(ctx: bentoml.Context | None, error: _ClientError) -> dict[str,
 
 
 def _unavailable(ctx: bentoml.Context | None, message: str) -> dict[str, Any]:
-    body = {"error": "model_unavailable", "message": message}
+    body = model_unavailable(message)
     if ctx is None:
         from bentoml.exceptions import ServiceUnavailable
 
@@ -267,7 +257,7 @@ def _unavailable(ctx: bentoml.Context | None, message: str) -> dict[str, Any]:
 async def predict(body: Any, ctx: bentoml.Context | None = None) -> dict[str, Any]:
     # BentoML's gRPC servicer passes no context: `ctx` is None there, and errors are raised as
     # gRPC status codes instead of set on an HTTP response.
-    if isinstance(body, _ClientError):
+    if isinstance(body, ClientError):
         return _client_error(ctx, body)
     try:
         body, explain = split_explain(body)  # "explain": K asks for reasons (churn/explain.py)
@@ -277,7 +267,7 @@ async def predict(body: Any, ctx: bentoml.Context | None = None) -> dict[str, An
         else:
             records, ids = parse_predict_request(body)
     except RecordValidationError as exc:
-        return _client_error(ctx, _ClientError(400, exc.as_dict()))
+        return _client_error(ctx, ClientError(400, exc.as_dict()))
     # The same id BentoML returns in the X-BentoML-Request-ID header, so that a prediction-log line
     # can be matched with the response a client got.
     request_id = trace_context.request_id
@@ -295,7 +285,7 @@ async def predict(body: Any, ctx: bentoml.Context | None = None) -> dict[str, An
     if not result.models:
         return _unavailable(ctx, result.error or "no model loaded yet")
     if result.explained is not None and result.explained.refused:
-        return _client_error(ctx, _ClientError(422, result.explained.error_body()))
+        return _client_error(ctx, ClientError(422, result.explained.error_body()))
     if len(ids) > OFF_LOOP_RECORDS:
         return await _off_loop(build_response, result, ids)
     return build_response(result, ids)
@@ -344,7 +334,7 @@ async def model_info(_request: Request) -> JSONResponse:
     status, down = await _runner_status()
     if status is None or not status.loaded:
         message = down or status.error
-        return JSONResponse({"error": "model_unavailable", "message": message}, status_code=503)
+        return JSONResponse(model_unavailable(message), status_code=503)
     body = status.details | {
         "registry_current": status.registry_current,
         "reload_error": status.error,

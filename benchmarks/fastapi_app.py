@@ -5,7 +5,8 @@ same store, with the same input validation and response, and an `async def` endp
 
 BENCH_SCORING picks the scoring path: `pipeline` (the sklearn pipeline on a DataFrame, as a
 FastAPI user would write it) or `fast` (the same verified fast scorer this service uses), so that
-the benchmark separates the framework's cost from the scoring path's.
+the benchmark separates the framework's cost from the scoring path's. Its bodies, the answer and
+the errors, are the service's own (churn.contract).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import os
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
+from churn.contract import malformed_json, response_body
 from churn.model import load_current
 from churn.schema import RecordValidationError, parse_predict_request, records_to_frame
 from churn.settings import load_settings
@@ -37,21 +39,17 @@ def _load() -> None:
 async def predict(request: Request) -> JSONResponse:
     try:
         body = json.loads(await request.body())
+    except ValueError as exc:
+        error = malformed_json(exc)
+        return JSONResponse(error.body, status_code=error.status)
+    try:
         records, ids = parse_predict_request(body)
-    except (ValueError, RecordValidationError) as exc:
-        detail = exc.as_dict() if isinstance(exc, RecordValidationError) else {"error": "malformed_json"}
-        return JSONResponse(detail, status_code=400)
+    except RecordValidationError as exc:
+        return JSONResponse(exc.as_dict(), status_code=400)
     model = _model["m"]
     if SCORING == "fast":
         proba = model.predict_records(records)
     else:
         proba = model.predict_proba(records_to_frame(records))
-    return JSONResponse(
-        {
-            "model": model.tag,
-            "predictions": [
-                {"customerID": cid, "churn_probability": float(p), "churn": bool(p >= model.threshold)}
-                for cid, p in zip(ids, proba, strict=True)
-            ],
-        }
-    )
+    churn = (proba >= model.threshold).tolist()
+    return JSONResponse(response_body(model.tag, ids, proba.tolist(), churn, [model.tag] * len(ids)))

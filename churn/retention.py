@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
+from churn.reports import LATEST_DRIFT, LATEST_PERFORMANCE
 from churn.settings import Settings
 
 BUSY_SECONDS = 60.0  # a file modified this recently may be open for appending by another process
@@ -137,7 +138,7 @@ def apply_retention(settings: Settings, now: float | None = None) -> Pruned:
             if now - mtime > feedback_age:
                 _delete(path, size, "outcome_files", pruned)
     if settings.reports_dir.is_dir():
-        latest = {(settings.reports_dir / link).resolve() for link in ("latest", "latest-performance")}
+        latest = {(settings.reports_dir / link).resolve() for link in (LATEST_DRIFT, LATEST_PERFORMANCE)}
         for folder in settings.reports_dir.iterdir():
             if not folder.is_dir() or folder.is_symlink() or folder.resolve() in latest:
                 continue

@@ -7,13 +7,15 @@
 - PredictionLog, owned by the holder, appends one JSON line per prediction from a background
   thread, never blocking or failing a request; a shadow candidate is scored there, off the
   response's path. It counts what it had to drop.
+
+What a response looks like is churn.contract; the gauges copied from the monitoring reports,
+churn.metrics.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import json
 import logging
 import os
 import queue
@@ -22,7 +24,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
 import numpy as np
 
@@ -33,7 +35,6 @@ from churn.model import LoadedModel, ModelUnavailable, load_model, warm_imports
 from churn.predictionlog import encode_lines
 from churn.registry import Candidate, RegistryError, read_registry
 from churn.retention import prune_prediction_logs
-from churn.schema import CATEGORICAL_FEATURES, EXAMPLE_RECORD, FEATURES, ID_COLUMN, MAX_INSTANCES
 from churn.settings import Settings
 from churn.tuning import tune_gc
 
@@ -201,7 +202,9 @@ class ModelHolder:
             m.candidate_info.labels(model=old.candidate.tag, mode=old.mode).set(0)
         if new.candidate is not None:
             m.candidate_info.labels(model=new.candidate.tag, mode=new.mode).set(1)
-        update_report_gauges(self.settings, m, self._reports_seen)
+        m.publish_reports(
+            self.settings.latest_drift_report, self.settings.latest_performance_report, self._reports_seen
+        )
 
     def _registry_signature(self) -> tuple[int, int, int] | None:
         try:
@@ -362,71 +365,6 @@ class ModelHolder:
                 p, c = scored(model, [records[i] for i in idx])
                 proba[idx], churn[idx] = p, c
         return ScoreResult(proba, churn, (current.tag, candidate.tag), to_candidate.astype(np.int8))
-
-
-def read_latest_report(path) -> dict[str, Any] | None:
-    """The newest report of a monitoring job, or None (none yet, or unreadable)."""
-    try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-
-
-def _timestamp(text: Any) -> float | None:
-    try:
-        return dt.datetime.fromisoformat(str(text).replace("Z", "+00:00")).timestamp()
-    except ValueError:
-        return None
-
-
-def update_report_gauges(settings: Settings, metrics, seen: dict[str, Any]) -> None:
-    """Copy the latest drift and performance reports into the service's gauges (once per report)."""
-    drift = read_latest_report(settings.latest_drift_report)
-    if drift is not None and drift.get("created") != seen.get("drift"):
-        seen["drift"] = drift.get("created")
-        metrics.drift_detected.set(int(bool(drift.get("drift"))))
-        for name, feature in drift.get("features", {}).items():
-            metrics.drift_p_value.labels(feature=name).set(float(feature.get("p_value", float("nan"))))
-        when = _timestamp(drift.get("created"))
-        if when is not None:
-            metrics.drift_report_timestamp.set(when)
-    perf = read_latest_report(settings.latest_performance_report)
-    if perf is not None and perf.get("created") != seen.get("performance"):
-        seen["performance"] = perf.get("created")
-        for tag, entry in perf.get("models", {}).items():
-            values = {
-                "realized_roc_auc": (entry.get("realized") or {}).get("roc_auc"),
-                "realized_f1": (entry.get("realized") or {}).get("f1"),
-                "estimated_roc_auc": (entry.get("estimated") or {}).get("roc_auc"),
-                "estimated_f1": (entry.get("estimated") or {}).get("f1"),
-                "labelled": entry.get("n_labelled"),
-            }
-            for name, value in values.items():
-                metrics.performance[name].labels(model=tag).set(float("nan") if value is None else value)
-        when = _timestamp(perf.get("created"))
-        if when is not None:
-            metrics.performance_report_timestamp.set(when)
-
-
-def build_response(result: ScoreResult, ids: list[Any]) -> dict[str, Any]:
-    """The API's 200 body. Every prediction names the version that computed it; the top-level
-    `model` is that version when one computed them all, else null (a canary split the request).
-    `holdout` (only while a holdout is configured): the customer is in it, "no action"."""
-    body = {
-        "model": result.model,
-        "predictions": [
-            {"customerID": cid, "churn_probability": p, "churn": c, "model": m}
-            for cid, p, c, m in zip(
-                ids, result.probabilities.tolist(), result.churn.tolist(), result.record_models(), strict=True
-            )
-        ],
-    }
-    if result.holdout is not None:
-        for prediction, held in zip(body["predictions"], result.holdout.tolist(), strict=True):
-            prediction["holdout"] = held
-    if result.explained is not None:
-        result.explained.add_to(body["predictions"])
-    return body
 
 
 # A shadow candidate is scored by the log writer for what arrives within this window (or up to this
@@ -639,30 +577,3 @@ class PredictionLog:
             self._queue.put(None)
             self._thread.join(timeout=5)
         self._close()
-
-
-def openapi_request_model():
-    """A pydantic model of the request body, built from the schema: it documents /predict in
-    /docs.json. Validation itself is churn.schema.parse_predict_request (faster, and its errors
-    name the record index and field)."""
-    from pydantic import BaseModel, ConfigDict, Field, create_model
-
-    fields: dict[str, Any] = {ID_COLUMN: (str | int | None, None)}
-    for feature in FEATURES:
-        if feature.name in CATEGORICAL_FEATURES:
-            fields[feature.name] = (Literal[feature.categories], ...)  # type: ignore[valid-type]
-        else:
-            kind = int if feature.kind == "integer" else float
-            fields[feature.name] = (kind, Field(..., ge=feature.minimum, le=feature.maximum))
-    record = create_model("CustomerRecord", __config__=ConfigDict(extra="forbid"), **fields)
-
-    class PredictRequest(BaseModel):
-        model_config = ConfigDict(
-            extra="forbid", json_schema_extra={"example": {"instances": [EXAMPLE_RECORD]}}
-        )
-        instances: list[record] = Field(..., min_length=1, max_length=MAX_INSTANCES)  # type: ignore[valid-type]
-        explain: Annotated[int, Field(ge=1, le=len(FEATURES))] | Literal["all"] | None = Field(
-            None, description="add each prediction's top reasons and baseline (churn/explain.py)"
-        )
-
-    return PredictRequest

@@ -23,8 +23,8 @@ from pydantic import (
     model_validator,
 )
 
-DRIFT_REPORT_JSON = "drift_report.json"
-PERFORMANCE_REPORT_JSON = "performance_report.json"
+from churn.reports import DRIFT_REPORT_JSON, LATEST_DRIFT, LATEST_PERFORMANCE, PERFORMANCE_REPORT_JSON
+
 LOG_LEVELS = ("CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG")
 # The gate compares nothing below this many churners, and as many non-churners, on a side. From a
 # power calculation (Hanley and McNeil's variance of a ROC AUC; models of ROC AUC 0.80 whose
@@ -187,12 +187,12 @@ class Settings(BaseModel):
     @property
     def latest_drift_report(self) -> Path:
         """Written by the drift job, read by the service for its drift gauges."""
-        return self.reports_dir / "latest" / DRIFT_REPORT_JSON
+        return self.reports_dir / LATEST_DRIFT / DRIFT_REPORT_JSON
 
     @property
     def latest_performance_report(self) -> Path:
         """Written by the performance job, read by the service for its performance gauges."""
-        return self.reports_dir / "latest-performance" / PERFORMANCE_REPORT_JSON
+        return self.reports_dir / LATEST_PERFORMANCE / PERFORMANCE_REPORT_JSON
 
     def _folders(self) -> tuple[list[tuple[str, Path]], list[Path]]:
         """(the roots: (variable, folder)), (the sub-folders of MLOPS_HOME the programs write to)."""

@@ -12,6 +12,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Mapping
 from typing import Any
 
 ATTEMPTS = 4
@@ -72,7 +73,7 @@ def send_alert(
 
 
 def alert_if_configured(
-    settings, summary: dict[str, Any], needed: bool, quiet_reason: str, log
+    settings, summary: Mapping[str, Any], needed: bool, quiet_reason: str, log
 ) -> dict[str, Any]:
     """`--alert` of the monitoring commands: POST `summary` when `needed`, if the Secret is set;
     reports (never raises) what happened, without the token or the URL's path."""

@@ -11,11 +11,11 @@ from __future__ import annotations
 import importlib.util
 import sys
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from churn.reports import DriftFeature
 from churn.schema import FEATURES
 
 CORRECTION = "bonferroni"
@@ -26,11 +26,11 @@ class DriftResult:
     drift: bool
     p_val: float
     threshold: float
-    features: dict[str, dict[str, Any]]
+    features: dict[str, DriftFeature]
 
     @property
     def drifted(self) -> list[str]:
-        return [name for name, f in self.features.items() if f["drift"]]
+        return [name for name, f in self.features.items() if f.drift]
 
 
 def _codes(feature) -> dict[str, int]:
@@ -95,17 +95,17 @@ def detect(reference: pd.DataFrame, current: pd.DataFrame, p_val: float) -> tupl
     detector = TabularDrift(x_ref, p_val=p_val, categories_per_feature=cat_idx, correction=CORRECTION)
     out = detector.predict(x_cur, drift_type="batch", return_p_val=True, return_distance=True)["data"]
     threshold = float(np.asarray(out["threshold"]).ravel()[0])
-    features: dict[str, dict[str, Any]] = {}
+    features: dict[str, DriftFeature] = {}
     for i, feature in enumerate(FEATURES):
         p = float(out["p_val"][i])
-        entry: dict[str, Any] = {
-            "test": "Chi2" if feature.is_categorical else "KS",
-            "statistic": float(out["distance"][i]),
-            "p_value": p,
-            "drift": bool(p < threshold),
-        }
-        if feature.name in cur_unseen:
-            entry["unseen_categories"] = cur_unseen[feature.name]
-        features[feature.name] = entry
+        # unseen_categories only when there are some: the report leaves the key out otherwise
+        unseen = {"unseen_categories": cur_unseen[feature.name]} if feature.name in cur_unseen else {}
+        features[feature.name] = DriftFeature(
+            test="Chi2" if feature.is_categorical else "KS",
+            statistic=float(out["distance"][i]),
+            p_value=p,
+            drift=bool(p < threshold),
+            **unseen,
+        )
     drift = bool(out["is_drift"])  # alibi's batch verdict: any p-value under the corrected threshold
     return DriftResult(drift=drift, p_val=p_val, threshold=threshold, features=features), cur_unseen

@@ -24,12 +24,12 @@ import datetime as dt
 import json
 import sys
 from pathlib import Path
-from typing import Any
 
 from churn.cli import open_unit, positive_int
 from churn.logs import setup_logging
 from churn.model import ModelUnavailable, load_reference
 from churn.registry import RegistryError, current_tag
+from churn.reports import DriftNoVerdict, DriftReport, DriftSummary
 from churn.settings import Settings, settings_or_exit
 from monitoring.alert import alert_if_configured
 from monitoring.data import InputError, add_max_bad_fraction, load_current, normalise, parse_since, read_csv
@@ -74,7 +74,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def run(settings: Settings, args: argparse.Namespace, log) -> tuple[int, dict[str, Any]]:
+def run(settings: Settings, args: argparse.Namespace, log) -> tuple[int, DriftSummary]:
     since = parse_since(args.since)
     current = load_current(
         args.current, settings.predictions_dir, since, args.max_records, args.max_bad_fraction
@@ -106,26 +106,26 @@ def run(settings: Settings, args: argparse.Namespace, log) -> tuple[int, dict[st
     log.info("comparing %d current records with %d reference rows", n_current, len(reference))
     result, unseen = detect(reference, current.frame, args.p_val)
     created = dt.datetime.now(dt.UTC)
-    report = {
-        "drift": result.drift,
-        "p_val": result.p_val,
-        "threshold": result.threshold,
-        "model": model,
-        "n_reference": int(len(reference)),
-        "n_current": int(n_current),
-        "created": created.isoformat(timespec="seconds").replace("+00:00", "Z"),
-        "features": result.features,
-        "current_source": current.source,
-        "reference_source": str(args.reference) if args.reference else f"stored with {model}",
-        "unreadable_lines": current.bad_lines,
-        "log_files_vanished": current.vanished_files,  # deleted by retention during the scan: skipped
-        "unseen_categories": unseen,
-    }
+    report = DriftReport(
+        drift=result.drift,
+        p_val=result.p_val,
+        threshold=result.threshold,
+        model=model,
+        n_reference=int(len(reference)),
+        n_current=int(n_current),
+        created=created.isoformat(timespec="seconds").replace("+00:00", "Z"),
+        features=result.features,
+        current_source=current.source,
+        reference_source=str(args.reference) if args.reference else f"stored with {model}",
+        unreadable_lines=current.bad_lines,
+        log_files_vanished=current.vanished_files,
+        unseen_categories=unseen,
+    )
     output_dir = args.output_dir or settings.reports_dir / created.strftime("%Y%m%dT%H%M%S%fZ")
     folder = write_report(report, reference, current.frame, output_dir)
     if args.output_dir is None:
         point_latest(settings.reports_dir, folder)
-    summary = {
+    summary: DriftSummary = {
         "drift": result.drift,
         "n_current": int(n_current),
         "drifted_features": result.drifted,
@@ -150,23 +150,29 @@ def run(settings: Settings, args: argparse.Namespace, log) -> tuple[int, dict[st
     return code, summary
 
 
-def main(argv: list[str] | None = None) -> int:
+def check(argv: list[str] | None = None) -> tuple[int, DriftSummary | DriftNoVerdict | None]:
+    """The command but its last line: the exit code and the summary (None: bad input, told on
+    stderr). SystemExit on bad options or settings, as argparse does."""
     args = parse_args(argv)
     settings = settings_or_exit()
     log = setup_logging(settings, "drift").getChild("drift")
     try:
-        code, summary = run(settings, args, log)
+        return run(settings, args, log)
     except NoVerdict as exc:
         if not args.allow_no_verdict:
             print(f"error: {exc}", file=sys.stderr)
-            return 2
+            return 2, None
         print(f"no verdict: {exc}", file=sys.stderr)
-        print(json.dumps({"drift": None, "verdict": False, "reason": str(exc)}))
-        return 0
+        return 0, DriftNoVerdict(drift=None, verdict=False, reason=str(exc))
     except InputError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 2
-    print(json.dumps(summary))
+        return 2, None
+
+
+def main(argv: list[str] | None = None) -> int:
+    code, summary = check(argv)
+    if summary is not None:
+        print(json.dumps(summary))
     return code
 
 

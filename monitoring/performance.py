@@ -32,7 +32,7 @@ import sys
 from array import array
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NotRequired, TypedDict
+from typing import Any
 
 import numpy as np
 
@@ -41,7 +41,19 @@ from churn.feedback import iter_examples, untreated_examples
 from churn.logs import setup_logging
 from churn.model import load_calibration, load_membership, trained_on
 from churn.registry import RegistryData, RegistryError, read_registry
-from churn.settings import PERFORMANCE_REPORT_JSON, Settings, settings_or_exit
+from churn.reports import (
+    LATEST_PERFORMANCE,
+    PERFORMANCE_REPORT_JSON,
+    Chunk,
+    Comparison,
+    ModelPerformance,
+    PerformanceNoVerdict,
+    PerformanceReport,
+    PerformanceSummary,
+    VersionSummary,
+    report_json,
+)
+from churn.settings import Settings, settings_or_exit
 from churn.utctime import parse_time
 from monitoring.alert import alert_if_configured
 from monitoring.data import (
@@ -64,29 +76,9 @@ from monitoring.estimation import (
 from monitoring.report import point_latest, write_report_folder
 
 REPORT_HTML = "performance_report.html"
-LATEST = "latest-performance"
 MIN_PREDICTIONS = 50  # fewer, and a version gets no estimate either
 CHUNKS = 8  # points per version on the report's plots
 SHOWN = ("roc_auc", "f1", "precision", "recall", "log_loss", "brier", "pr_auc")
-
-
-class ModelPerformance(TypedDict):
-    role: str  # "current", "candidate (canary)", "candidate (shadow)", or "earlier"
-    n_predictions: int
-    n_labelled: int  # outcomes it is judged on (customers it was fitted on left out)
-    n_trained_on: int  # outcomes of customers it was fitted on, left out of its realized metrics
-    membership_known: bool  # False for versions trained before membership was recorded
-    first: str
-    last: str
-    training: dict[str, float | None]
-    realized: dict[str, float | None] | None
-    estimated: dict[str, float | None] | None
-    estimated_on_labelled: dict[str, float | None] | None
-    sampling_error: dict[str, float] | None  # metric -> standard error on n_labelled rows
-    calibration: str  # how the estimate's probabilities were calibrated: isotonic, none, unavailable
-    warnings: list[str]
-    chunks: list[dict[str, Any]]
-    agreement: NotRequired[float]  # shadow only: share of records where it gives the served label
 
 
 @dataclass
@@ -225,64 +217,66 @@ def evaluate_version(
         if len(part):
             e = estimate(proba[part], churn[part], calibrator)
             chunks.append(
-                {
-                    "end": _stamp(times[part[-1]]),
-                    "n": len(part),
-                    "estimated_f1": e["f1"],
-                    "estimated_roc_auc": e["roc_auc"],
-                }
+                Chunk(
+                    end=_stamp(times[part[-1]]),
+                    n=len(part),
+                    estimated_f1=e["f1"],
+                    estimated_roc_auc=e["roc_auc"],
+                )
             )
     training = registry["versions"].get(tag, {}).get("metrics", {})
-    return {
-        "role": role,
-        "n_predictions": int(len(proba)),
-        "n_labelled": n_labelled,
-        "n_trained_on": int(learned.sum()),  # outcomes of customers it was fitted on: left out
-        "membership_known": members is not None,
-        "first": _stamp(times[0]) if len(times) else "",
-        "last": _stamp(times[-1]) if len(times) else "",
-        "training": {k: training.get(k) for k in SHOWN},
-        "realized": _round(realized),
-        "estimated": _round(estimated),
+    return ModelPerformance(
+        role=role,
+        n_predictions=int(len(proba)),
+        n_labelled=n_labelled,
+        n_trained_on=int(learned.sum()),  # outcomes of customers it was fitted on: left out
+        membership_known=members is not None,
+        first=_stamp(times[0]) if len(times) else "",
+        last=_stamp(times[-1]) if len(times) else "",
+        training={k: training.get(k) for k in SHOWN},
+        realized=_round(realized),
+        estimated=_round(estimated),
         # CBPE on the labelled rows alone, and the standard errors the warnings are judged by
-        "estimated_on_labelled": _round(check.estimated) if check else None,
-        "sampling_error": _round(check.errors) if check else None,
-        "calibration": how,
-        "warnings": warnings,
-        "chunks": chunks,
-    }
+        estimated_on_labelled=_round(check.estimated) if check else None,
+        sampling_error=_round(check.errors) if check else None,
+        calibration=how,
+        warnings=warnings,
+        chunks=chunks,
+    )
 
 
-def compare(models: dict[str, ModelPerformance], current: str | None, candidate: dict | None) -> dict | None:
+def version_summary(entry: ModelPerformance) -> VersionSummary:
+    return VersionSummary(
+        n_predictions=entry.n_predictions,
+        n_labelled=entry.n_labelled,
+        realized=entry.realized,
+        estimated=entry.estimated,
+    )
+
+
+def compare(
+    models: dict[str, ModelPerformance], current: str | None, candidate: dict | None
+) -> Comparison | None:
     """The current model and a staged candidate side by side (canary: each on its own customers;
     shadow: both on the same records)."""
     if not candidate or current is None:
         return None
     key = f"shadow:{candidate['tag']}" if candidate["mode"] == "shadow" else candidate["tag"]
     cur, cand = models.get(current), models.get(key)
-    out = {
-        "current": current,
-        "candidate": candidate["tag"],
-        "mode": candidate["mode"],
-        "fraction": candidate["fraction"],
-    }
-    for name, entry in (("current_metrics", cur), ("candidate_metrics", cand)):
-        out[name] = (
-            None
-            if entry is None
-            else {
-                "n_predictions": entry["n_predictions"],
-                "n_labelled": entry["n_labelled"],
-                "realized": entry["realized"],
-                "estimated": entry["estimated"],
-            }
-        )
+    out = Comparison(
+        current=current,
+        candidate=candidate["tag"],
+        mode=candidate["mode"],
+        fraction=candidate["fraction"],
+        current_metrics=None if cur is None else version_summary(cur),
+        candidate_metrics=None if cand is None else version_summary(cand),
+    )
     if candidate["mode"] == "shadow" and cand is not None:
-        out["agreement"] = cand.get("agreement")
+        out.agreement = cand.agreement
     return out
 
 
-def build_report(settings: Settings, args: argparse.Namespace) -> dict[str, Any]:
+def build_report(settings: Settings, args: argparse.Namespace) -> PerformanceReport:
     since = parse_since(args.since)
     try:
         registry = read_registry(settings.registry_path, settings.model_name)
@@ -309,32 +303,32 @@ def build_report(settings: Settings, args: argparse.Namespace) -> dict[str, Any]
             role = "earlier"
         entry = evaluate_version(settings, tag, role, s, outcomes.get(key), registry, args.min_labels)
         if key.startswith("shadow:"):
-            entry["agreement"] = round(s.agree / max(1, len(s.proba)), 4)
+            entry.agreement = round(s.agree / max(1, len(s.proba)), 4)
         models[key] = entry
-    problems = [f"{tag}: {w}" for tag, m in models.items() for w in m["warnings"]]
+    problems = [f"{tag}: {w}" for tag, m in models.items() for w in m.warnings]
     below = []
     if args.fail_below_auc is not None:
         for tag, m in models.items():
-            auc = (m["realized"] or {}).get("roc_auc")
+            auc = (m.realized or {}).get("roc_auc")
             if auc is not None and auc < args.fail_below_auc:
                 below.append(tag)
                 problems.append(f"{tag}: realized ROC AUC {auc:.3f} < {args.fail_below_auc}")
     created = dt.datetime.now(dt.UTC)
-    return {
-        "created": created.isoformat(timespec="seconds").replace("+00:00", "Z"),
-        "since": since.isoformat() if since else None,
-        "min_labels": args.min_labels,
-        "estimate_band": BAND,  # warnings: estimate and realized further apart than BAND standard errors
-        "current": current,
-        "candidate": candidate,
-        "models": models,
-        "comparison": compare(models, current, candidate),
-        "problems": problems,
-        "below_floor": below,
-        "log_files_vanished": scan.vanished,  # deleted by retention during the scan: skipped
+    return PerformanceReport(
+        created=created.isoformat(timespec="seconds").replace("+00:00", "Z"),
+        since=since.isoformat() if since else None,
+        min_labels=args.min_labels,
+        estimate_band=BAND,
+        current=current,
+        candidate=candidate,
+        models=models,
+        comparison=compare(models, current, candidate),
+        problems=problems,
+        below_floor=below,
+        log_files_vanished=scan.vanished,
         # outcomes used (untreated) and left out (treated; unknown while a holdout exists)
-        "treatment": treatment.counts,
-    }
+        treatment=treatment.counts,
+    )
 
 
 class NoPredictions(InputError):
@@ -342,6 +336,7 @@ class NoPredictions(InputError):
 
 
 def render_html(report: dict[str, Any]) -> str:
+    """`report`: as its file has it (PerformanceReport's dump)."""
     import jinja2
 
     env = jinja2.Environment(loader=jinja2.PackageLoader("monitoring", "templates"), autoescape=True)
@@ -397,15 +392,13 @@ def png_base64(fig) -> str:
     return base64.b64encode(buf.getvalue()).decode()
 
 
-def write(settings: Settings, report: dict[str, Any], output_dir: Path | None) -> Path:
-    created = dt.datetime.fromisoformat(report["created"].replace("Z", "+00:00"))
+def write(settings: Settings, report: PerformanceReport, output_dir: Path | None) -> Path:
+    created = dt.datetime.fromisoformat(report.created.replace("Z", "+00:00"))
     folder = output_dir or settings.reports_dir / f"{created.strftime('%Y%m%dT%H%M%SZ')}-performance"
-    folder = write_report_folder(
-        {PERFORMANCE_REPORT_JSON: json.dumps(report, indent=2) + "\n", REPORT_HTML: render_html(report)},
-        folder,
-    )
+    html = render_html(report.model_dump(exclude_unset=True))
+    folder = write_report_folder({PERFORMANCE_REPORT_JSON: report_json(report), REPORT_HTML: html}, folder)
     if output_dir is None:
-        point_latest(settings.reports_dir, folder, LATEST)
+        point_latest(settings.reports_dir, folder, LATEST_PERFORMANCE)
     return folder
 
 
@@ -438,7 +431,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def main(argv: list[str] | None = None) -> int:
+def check(argv: list[str] | None = None) -> tuple[int, PerformanceSummary | PerformanceNoVerdict | None]:
+    """The command but its last line: the exit code and the summary (None: bad input, told on
+    stderr). SystemExit on bad options or settings, as argparse does."""
     args = parse_args(argv)
     settings = settings_or_exit()
     log = setup_logging(settings, "performance").getChild("performance")
@@ -447,40 +442,42 @@ def main(argv: list[str] | None = None) -> int:
     except NoPredictions as exc:
         if not args.allow_no_verdict:
             print(f"error: {exc}", file=sys.stderr)
-            return 2
+            return 2, None
         print(f"no verdict: {exc}", file=sys.stderr)
-        print(json.dumps({"models": {}, "verdict": False, "reason": str(exc)}))
-        return 0
+        return 0, PerformanceNoVerdict(models={}, verdict=False, reason=str(exc))
     except InputError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return 2, None
     folder = write(settings, report, args.output_dir)
-    summary: dict[str, Any] = {
-        "models": {
-            tag: {k: m[k] for k in ("n_predictions", "n_labelled", "realized", "estimated")}
-            for tag, m in report["models"].items()
-        },
+    summary: PerformanceSummary = {
+        "models": {tag: version_summary(m).model_dump() for tag, m in report.models.items()},
         "report": str(folder / PERFORMANCE_REPORT_JSON),
         "html": str(folder / REPORT_HTML),
     }
-    for tag, m in report["models"].items():
-        real = m["realized"] or {}
-        est = m["estimated"] or {}
+    for tag, m in report.models.items():
+        real = m.realized or {}
+        est = m.estimated or {}
         print(
-            f"{tag} ({m['role']}): {m['n_predictions']} predictions, {m['n_labelled']} labelled; "
+            f"{tag} ({m.role}): {m.n_predictions} predictions, {m.n_labelled} labelled; "
             f"F1 realized {real.get('f1', '-')}, estimated {est.get('f1', '-')}, "
-            f"at training {m['training'].get('f1')}",
+            f"at training {m.training.get('f1')}",
             file=sys.stderr,
         )
-    for problem in report["problems"]:
+    for problem in report.problems:
         print(f"problem: {problem}", file=sys.stderr)
     print(f"report: {folder / REPORT_HTML}", file=sys.stderr)
     if args.alert:
         summary["alert"] = alert_if_configured(
-            settings, summary | {"problems": report["problems"]}, bool(report["problems"]), "no problem", log
+            settings, summary | {"problems": report.problems}, bool(report.problems), "no problem", log
         )
-    print(json.dumps(summary))
-    return 1 if report["below_floor"] else 0
+    return 1 if report.below_floor else 0, summary
+
+
+def main(argv: list[str] | None = None) -> int:
+    code, summary = check(argv)
+    if summary is not None:
+        print(json.dumps(summary))
+    return code
 
 
 if __name__ == "__main__":

@@ -6,19 +6,18 @@ A report folder is written under a temporary name and renamed into place, so a r
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from churn.metrics import drift_textfile
+from churn.reports import DRIFT_REPORT_JSON, LATEST_DRIFT, DriftReport, report_json
 from churn.schema import FEATURES_BY_NAME
-from churn.settings import DRIFT_REPORT_JSON
 
 REPORT_JSON = DRIFT_REPORT_JSON
 REPORT_HTML = "drift_report.html"
@@ -92,13 +91,14 @@ def drift_chart(name: str, reference: pd.DataFrame, current: pd.DataFrame) -> Ch
     )
 
 
-def render_html(report: dict[str, Any], reference: pd.DataFrame, current: pd.DataFrame) -> str:
+def render_html(report: DriftReport, reference: pd.DataFrame, current: pd.DataFrame) -> str:
     import jinja2
 
-    order = sorted(report["features"].items(), key=lambda kv: (not kv[1]["drift"], kv[1]["p_value"]))
+    data = report.model_dump(exclude_unset=True)  # the template reads the report as its file has it
+    order = sorted(data["features"].items(), key=lambda kv: (not kv[1]["drift"], kv[1]["p_value"]))
     env = jinja2.Environment(loader=jinja2.PackageLoader("monitoring", "templates"), autoescape=True)
     return env.get_template("drift_report.html.j2").render(
-        report=report,
+        report=data,
         order=order,
         drifted=[name for name, f in order if f["drift"]],
         charts={name: drift_chart(name, reference, current) for name, _ in order},
@@ -106,35 +106,15 @@ def render_html(report: dict[str, Any], reference: pd.DataFrame, current: pd.Dat
     )
 
 
-def render_prometheus(report: dict[str, Any]) -> str:
-    """Text exposition format (node-exporter textfile style); the service exposes the same gauges."""
-    lines = [
-        "# HELP churn_drift_detected 1 if the latest drift check found drift",
-        "# TYPE churn_drift_detected gauge",
-        f"churn_drift_detected {int(report['drift'])}",
-        "# HELP churn_drift_p_value p-value of the latest drift test per feature",
-        "# TYPE churn_drift_p_value gauge",
-    ]
-    lines += [
-        f'churn_drift_p_value{{feature="{n}"}} {f["p_value"]:.6g}' for n, f in report["features"].items()
-    ]
-    lines += [
-        "# HELP churn_drift_current_rows rows in the latest drift check's current data",
-        "# TYPE churn_drift_current_rows gauge",
-        f"churn_drift_current_rows {report['n_current']}",
-    ]
-    return "\n".join(lines) + "\n"
-
-
 def write_report(
-    report: dict[str, Any], reference: pd.DataFrame, current: pd.DataFrame, output_dir: Path
+    report: DriftReport, reference: pd.DataFrame, current: pd.DataFrame, output_dir: Path
 ) -> Path:
     """Write the drift report's three files into `output_dir` atomically; returns the folder."""
     return write_report_folder(
         {
-            REPORT_JSON: json.dumps(report, indent=2) + "\n",
+            REPORT_JSON: report_json(report),
             REPORT_HTML: render_html(report, reference, current),
-            REPORT_PROM: render_prometheus(report),
+            REPORT_PROM: drift_textfile(report),
         },
         output_dir,
     )
@@ -161,7 +141,7 @@ def write_report_folder(files: dict[str, str], output_dir: Path) -> Path:
     return output_dir
 
 
-def point_latest(reports_dir: Path, target: Path, name: str = "latest") -> Path:
+def point_latest(reports_dir: Path, target: Path, name: str = LATEST_DRIFT) -> Path:
     """Make `reports_dir/<name>` a relative link to `target`, replaced atomically."""
     link = reports_dir / name
     tmp = reports_dir / f".{name}.{os.getpid()}"

@@ -1,6 +1,6 @@
 """What the churn-drift CronJob runs: the drift check, then the performance report, each as its
-own command would (same options, same exit codes), one after the other even if the first found
-no verdict or bad input.
+own command would (same options, same exit codes, same lines), one after the other even if the
+first found no verdict or bad input.
 
     python -m monitoring.scheduled
 
@@ -11,39 +11,37 @@ Exit code: the worse of the two (2 bad input > 1 > 0); "no verdict" is 0.
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import sys
+from collections.abc import Callable, Mapping
+from typing import Any
 
 from monitoring import drift, performance
 
 DRIFT_ARGS = ["--since", "24h", "--alert", "--allow-no-verdict"]
 PERFORMANCE_ARGS = ["--since", "30d", "--alert", "--allow-no-verdict"]
 
+# A command's check: its exit code and summary (churn.reports: DriftSummary, PerformanceSummary or
+# their no-verdict forms; None on bad input).
+Check = Callable[[list[str]], tuple[int, Mapping[str, Any] | None]]
 
-def _run(main, args: list[str]) -> tuple[int, dict | None]:
-    out = io.StringIO()
-    with contextlib.redirect_stdout(out):
-        try:
-            code = main(args)
-        except SystemExit as exc:  # argparse or settings: a message is already on stderr
-            code = exc.code if isinstance(exc.code, int) else 2
-    text = out.getvalue()
-    sys.stdout.write(text)
-    lines = text.strip().splitlines()
+
+def _run(check: Check, args: list[str]) -> tuple[int, Mapping[str, Any] | None]:
     try:
-        return code, json.loads(lines[-1]) if lines else None
-    except ValueError:
-        return code, None
+        code, summary = check(args)
+    except SystemExit as exc:  # argparse or settings: a message is already on stderr
+        return (exc.code if isinstance(exc.code, int) else 2), None
+    if summary is not None:
+        print(json.dumps(summary))  # the command's own last line
+    return code, summary
 
 
 def main(argv: list[str] | None = None) -> int:
     if argv:
         print(f"usage: python -m monitoring.scheduled (no arguments; got {argv})", file=sys.stderr)
         return 2
-    drift_code, drift_summary = _run(drift.main, DRIFT_ARGS)
-    perf_code, perf_summary = _run(performance.main, PERFORMANCE_ARGS)
+    drift_code, drift_summary = _run(drift.check, DRIFT_ARGS)
+    perf_code, perf_summary = _run(performance.check, PERFORMANCE_ARGS)
     print(json.dumps({"drift": drift_summary, "performance": perf_summary}))
     return max(drift_code, perf_code)
 
