@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from functools import cached_property
+from operator import itemgetter
 from typing import Any
 
 import numpy as np
@@ -244,7 +245,7 @@ def _all_valid(instances: list[Any]) -> bool:
     if not {type(r.get(ID_COLUMN)) for r in instances} <= _ID_TYPES:
         return False
     for feature in FEATURES:
-        column = [r[feature.name] for r in instances]
+        column = list(map(itemgetter(feature.name), instances))
         types = set(map(type, column))  # bool is its own type: True never passes as 1
         if feature.is_categorical:
             if not (types <= feature.json_types and set(column) <= feature.category_set):
