@@ -189,7 +189,7 @@ def mlserver_body(records: list[dict]) -> dict:
     inputs = []
     for f in FEATURES:
         values = [r[f.name] for r in records]
-        if f.is_categorical and f.name != "SeniorCitizen":
+        if f.is_categorical and not f.integer_codes:
             inputs.append({"name": f.name, "shape": [len(values), 1], "datatype": "BYTES", "data": values})
         elif f.kind == "numeric":
             inputs.append({"name": f.name, "shape": [len(values), 1], "datatype": "FP64", "data": values})

@@ -40,6 +40,8 @@ from churn.schema import (
     ID_COLUMN,
     LABEL_COLUMN,
     NUMERIC_FEATURES,
+    coerce_dtypes,
+    numeric_faults,
 )
 from churn.settings import Settings
 
@@ -343,7 +345,7 @@ def check_block(table: pa.Table) -> Checked:
         missing = raw.is_null().to_numpy(zero_copy_only=False)
         refuse(missing, lambda i, name=name: f"column {name!r}: missing value")
         if feature.is_categorical:
-            allowed = [str(c) for c in feature.categories]
+            allowed = list(feature.text_categories)
             index = pc.fill_null(pc.index_in(trimmed, value_set=pa.array(allowed)), -1)
             code = index.to_numpy(zero_copy_only=False).astype(np.intp)
             refuse(
@@ -354,22 +356,14 @@ def check_block(table: pa.Table) -> Checked:
             )
             codes[name] = code
             continue
-        if name == "TotalCharges":
-            # churn.schema's rule: a blank total of a customer in their first month (tenure 0) is 0
-            new = (pc.equal(trimmed, "").to_numpy(zero_copy_only=False)) & (numeric["tenure"] == 0)
-            trimmed = pc.if_else(pa.array(new), "0", trimmed)
+        rule = feature.blank
+        if rule is not None:  # churn.schema's rule, e.g. a new customer's blank total is 0
+            fill = rule.fills(pc.equal(trimmed, "").to_numpy(zero_copy_only=False), numeric[rule.when])
+            trimmed = pc.if_else(pa.array(fill), rule.value, trimmed)
         plain = pc.fill_null(pc.match_substring_regex(trimmed, _NUMBER), False)
         values = pc.cast(pc.if_else(plain, trimmed, "nan"), pa.float64()).to_numpy(zero_copy_only=False)
-        wrong = ~np.isfinite(values)
-        with np.errstate(invalid="ignore"):
-            if feature.kind == "integer":
-                wrong |= values % 1 != 0
-            if feature.minimum is not None:
-                wrong |= values < feature.minimum
-            if feature.maximum is not None:
-                wrong |= values > feature.maximum
         refuse(
-            wrong,
+            numeric_faults(feature, values),
             lambda i, f=feature, raw=raw: (
                 f"column {f.name!r}: invalid value {_value(raw, i)} "
                 f"(expected a {f.kind} in [{f.minimum}, {f.maximum}])"
@@ -427,8 +421,7 @@ class Scorer:
                 for name in FEATURE_NAMES
             }
         )
-        frame["SeniorCitizen"] = frame["SeniorCitizen"].astype(np.int64)
-        return self.model.predict_proba(frame)
+        return self.model.predict_proba(coerce_dtypes(frame))
 
     def batch(self, ids: pa.Array, checked: Checked) -> pa.RecordBatch:
         columns = checked.columns

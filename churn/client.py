@@ -18,7 +18,7 @@ import urllib.error
 import urllib.request
 from typing import Any, Literal
 
-from churn.schema import FEATURE_NAMES, ID_COLUMN, DataValidationError, read_csv
+from churn.schema import FEATURES, ID_COLUMN, DataValidationError, read_csv
 
 GRPC_SERVICE = "bentoml.grpc.v1.BentoService"
 
@@ -28,9 +28,7 @@ def records_from_csv(path: str, limit: int | None = None) -> list[dict[str, Any]
     frame = data.features if limit is None else data.features.head(limit)
     records = []
     for i, row in enumerate(frame.to_dict(orient="records")):
-        rec = {name: row[name] for name in FEATURE_NAMES}
-        rec["tenure"] = int(rec["tenure"])
-        rec["SeniorCitizen"] = int(rec["SeniorCitizen"])
+        rec = {f.name: int(row[f.name]) if f.whole_numbers else row[f.name] for f in FEATURES}
         rec[ID_COLUMN] = None if data.ids is None else str(data.ids.iloc[i])
         records.append(rec)
     return records

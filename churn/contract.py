@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from churn.schema import CATEGORICAL_FEATURES, EXAMPLE_RECORD, FEATURES, ID_COLUMN, MAX_INSTANCES
+from churn.schema import EXAMPLE_RECORD, FEATURES, ID_COLUMN, MAX_INSTANCES
 
 if TYPE_CHECKING:
     from churn.serving import ScoreResult
@@ -93,7 +93,7 @@ def openapi_request_model():
 
     fields: dict[str, Any] = {ID_COLUMN: (str | int | None, None)}
     for feature in FEATURES:
-        if feature.name in CATEGORICAL_FEATURES:
+        if feature.is_categorical:
             fields[feature.name] = (Literal[feature.categories], ...)  # type: ignore[valid-type]
         else:
             kind = int if feature.kind == "integer" else float

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from functools import cached_property
+from operator import itemgetter
 from typing import Any
 
 import numpy as np
@@ -26,17 +28,67 @@ _INTERNET_ADDON = ("No", "No internet service", "Yes")
 
 
 @dataclass(frozen=True)
+class Blank:
+    """Where a text file (the training CSV, a drift or batch input) may leave a number blank: only
+    where the numeric feature `when`, listed earlier, is `equals`; the blank then reads as `value`.
+    A JSON request carries numbers, never blanks."""
+
+    when: str
+    equals: float
+    value: str
+
+    def fills(self, is_blank: np.ndarray, when_values: np.ndarray) -> np.ndarray:
+        """Which blanks the rule fills, given `when`'s parsed values."""
+        return is_blank & (when_values == self.equals)
+
+    def note(self, name: str, count: int) -> str:
+        return f"{name}: {count} blank value(s) with {self.when} {self.equals} set to {self.value}"
+
+
+@dataclass(frozen=True)
 class Feature:
+    """One feature and every rule on its values. The checks of a request (value by value and
+    column-wise), of a data file (validate_frame, batch scoring) and the drift job's reading
+    (monitoring.data.normalise) all read these fields, and so does the request model of the docs."""
+
     name: str
     kind: str  # "numeric" (int or float), "integer" or "categorical"
+    # Categories are all strings, or all ints (integer codes, see `integer_codes`).
     categories: tuple[Any, ...] = ()
     minimum: float | None = None
     maximum: float | None = None
+    blank: Blank | None = None
     description: str = ""
 
     @property
     def is_categorical(self) -> bool:
         return self.kind == "categorical"
+
+    @cached_property
+    def integer_codes(self) -> bool:
+        """Categories that are ints (SeniorCitizen 0/1): JSON's 1.0 is the code 1 (gRPC's Struct
+        carries every number as a double), a file's text "1" reads as the int 1 ("1.0" is refused),
+        the drift job takes "1.0" as "1", and the model's frame holds them as int64."""
+        return self.is_categorical and all(type(c) is int for c in self.categories)
+
+    @property
+    def whole_numbers(self) -> bool:
+        """A JSON request carries this feature as an int (an integer, or integer codes)."""
+        return self.kind == "integer" or self.integer_codes
+
+    @cached_property
+    def text_categories(self) -> tuple[str, ...]:
+        """The categories as a text file spells them."""
+        return tuple(str(c) for c in self.categories)
+
+    @cached_property
+    def json_types(self) -> frozenset[type]:
+        """The Python types a JSON category may have (bool is its own type: True is never 1)."""
+        return frozenset({int, float}) if self.integer_codes else frozenset(map(type, self.categories))
+
+    @cached_property
+    def category_set(self) -> frozenset[Any]:
+        return frozenset(self.categories)
 
     def as_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"name": self.name, "kind": self.kind}
@@ -46,7 +98,22 @@ class Feature:
             out["minimum"] = self.minimum
         if self.maximum is not None:
             out["maximum"] = self.maximum
+        if self.blank is not None:
+            out["blank"] = {"when": self.blank.when, "equals": self.blank.equals, "value": self.blank.value}
         return out
+
+
+def numeric_faults(feature: Feature, values: np.ndarray) -> np.ndarray:
+    """Which of `values` (float64, NaN for what did not parse) break `feature`'s numeric rules:
+    not finite, not whole for an integer, out of bounds. Every column-wise check uses it."""
+    bad = ~np.isfinite(values)
+    if feature.kind == "integer":
+        bad |= values != np.floor(values)
+    if feature.minimum is not None:
+        bad |= values < feature.minimum
+    if feature.maximum is not None:
+        bad |= values > feature.maximum
+    return bad
 
 
 # Bounds are wider than the data set's (tenure 0-72, MonthlyCharges 18.25-118.75) so that a
@@ -75,7 +142,10 @@ FEATURES: tuple[Feature, ...] = (
         ("Bank transfer (automatic)", "Credit card (automatic)", "Electronic check", "Mailed check"),
     ),
     Feature("MonthlyCharges", "numeric", minimum=0, maximum=10_000),
-    Feature("TotalCharges", "numeric", minimum=0, maximum=1_000_000),
+    # Deliberate: the 11 blanks of the IBM file are all customers in their first month (tenure 0),
+    # who have not been billed yet, so their total is 0. A blank anywhere else is an error like
+    # any other non-number.
+    Feature("TotalCharges", "numeric", minimum=0, maximum=1_000_000, blank=Blank("tenure", 0, "0")),
 )
 
 FEATURE_NAMES: tuple[str, ...] = tuple(f.name for f in FEATURES)
@@ -175,13 +245,10 @@ def _all_valid(instances: list[Any]) -> bool:
     if not {type(r.get(ID_COLUMN)) for r in instances} <= _ID_TYPES:
         return False
     for feature in FEATURES:
-        column = [r[feature.name] for r in instances]
+        column = list(map(itemgetter(feature.name), instances))
         types = set(map(type, column))  # bool is its own type: True never passes as 1
         if feature.is_categorical:
-            allowed = {type(c) for c in feature.categories}
-            if int in allowed:
-                allowed.add(float)  # SeniorCitizen 1.0 (gRPC's Struct numbers are doubles)
-            if not (types <= allowed and set(column) <= set(feature.categories)):
+            if not (types <= feature.json_types and set(column) <= feature.category_set):
                 return False
             continue
         if not types <= _NUMBER_TYPES:
@@ -190,13 +257,7 @@ def _all_valid(instances: list[Any]) -> bool:
             values = np.asarray(column, dtype=np.float64)
         except OverflowError:  # an integer beyond a double
             return False
-        if not np.isfinite(values).all():
-            return False
-        if feature.kind == "integer" and not (values == np.floor(values)).all():
-            return False
-        if feature.minimum is not None and values.min() < feature.minimum:
-            return False
-        if feature.maximum is not None and values.max() > feature.maximum:
+        if numeric_faults(feature, values).any():
             return False
     return True
 
@@ -265,9 +326,11 @@ def records_to_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
 
 
 def coerce_dtypes(frame: pd.DataFrame) -> pd.DataFrame:
-    for name in NUMERIC_FEATURES:
-        frame[name] = frame[name].astype(np.float64)
-    frame["SeniorCitizen"] = frame["SeniorCitizen"].astype(np.int64)
+    for feature in FEATURES:
+        if not feature.is_categorical:
+            frame[feature.name] = frame[feature.name].astype(np.float64)
+        elif feature.integer_codes:
+            frame[feature.name] = frame[feature.name].astype(np.int64)
     return frame
 
 
@@ -294,6 +357,27 @@ def validate_frame(raw: pd.DataFrame, *, require_label: bool, source: str = "dat
     Row numbers in messages are 1-based data rows as a spreadsheet shows them after the header
     (row 1 is the first record; it sits on line 2 of the file).
     """
+    raw = _checked_columns(raw, require_label, source)
+    out = pd.DataFrame(index=raw.index)
+    notes: list[str] = []
+    for feature in FEATURES:
+        text = _text(raw[feature.name])
+        if feature.is_categorical:
+            out[feature.name] = _read_categories(feature, text, source)
+        else:
+            out[feature.name] = _read_numbers(feature, text, out, notes, source)
+    label = _read_label(raw, source) if LABEL_COLUMN in raw.columns else None
+    ids = raw[ID_COLUMN].astype(str) if ID_COLUMN in raw.columns else None
+    return ValidatedData(
+        features=out[list(FEATURE_NAMES)].reset_index(drop=True),
+        label=None if label is None else label.reset_index(drop=True),
+        ids=None if ids is None else ids.reset_index(drop=True),
+        notes=notes,
+    )
+
+
+def _checked_columns(raw: pd.DataFrame, require_label: bool, source: str) -> pd.DataFrame:
+    """A copy of `raw` with its column names stripped, once they are the schema's and it has rows."""
     raw = raw.copy()
     raw.columns = [str(c).strip() for c in raw.columns]
     wanted = list(FEATURE_NAMES) + ([LABEL_COLUMN] if require_label else [])
@@ -305,66 +389,59 @@ def validate_frame(raw: pd.DataFrame, *, require_label: bool, source: str = "dat
         raise DataValidationError(f"{source}: unknown column(s) {unknown}")
     if raw.empty:
         raise DataValidationError(f"{source}: no data rows")
+    return raw
 
-    out = pd.DataFrame(index=raw.index)
-    notes: list[str] = []
-    for feature in FEATURES:
-        col = raw[feature.name].astype(str).str.strip()
-        if feature.is_categorical:
-            allowed = [str(c) for c in feature.categories]
-            bad = ~col.isin(allowed)
-            if bad.any():
-                row = int(np.flatnonzero(bad.to_numpy())[0])
-                raise DataValidationError(
-                    f"{source}: column {feature.name!r}, row {row + 1}: unknown value {col.iloc[row]!r} "
-                    f"(allowed: {allowed})"
-                )
-            out[feature.name] = col if feature.name != "SeniorCitizen" else col.astype(np.int64)
-            continue
-        if feature.name == "TotalCharges":
-            # Deliberate: the 11 blanks of the IBM file are all customers in their first month
-            # (tenure 0), who have not been billed yet, so their total is 0. A blank anywhere else
-            # is an error like any other non-number.
-            tenure = pd.to_numeric(raw["tenure"].astype(str).str.strip(), errors="coerce")
-            blank_new = (col == "") & (tenure == 0)
-            if blank_new.any():
-                notes.append(f"TotalCharges: {int(blank_new.sum())} blank value(s) with tenure 0 set to 0")
-            col = col.mask(blank_new, "0")
-        num = pd.to_numeric(col, errors="coerce")
-        bad = num.isna() | ~np.isfinite(num)
-        if feature.kind == "integer":
-            bad |= (num % 1 != 0).fillna(True)
-        if feature.minimum is not None:
-            bad |= num < feature.minimum
-        if feature.maximum is not None:
-            bad |= num > feature.maximum
-        if bad.any():
-            row = int(np.flatnonzero(bad.to_numpy())[0])
-            raise DataValidationError(
-                f"{source}: column {feature.name!r}, row {row + 1}: invalid value {col.iloc[row]!r} "
-                f"(expected a {feature.kind} in [{feature.minimum}, {feature.maximum}])"
-            )
-        out[feature.name] = num.astype(np.float64)
 
-    label = None
-    if LABEL_COLUMN in raw.columns:
-        lab = raw[LABEL_COLUMN].astype(str).str.strip()
-        bad = ~lab.isin(LABEL_VALUES)
-        if bad.any():
-            row = int(np.flatnonzero(bad.to_numpy())[0])
-            raise DataValidationError(
-                f"{source}: column {LABEL_COLUMN!r}, row {row + 1}: unknown value {lab.iloc[row]!r} "
-                f"(allowed: {list(LABEL_VALUES)})"
-            )
-        label = (lab == "Yes").astype(np.int64)
-    ids = raw[ID_COLUMN].astype(str) if ID_COLUMN in raw.columns else None
-    out = out[list(FEATURE_NAMES)].reset_index(drop=True)
-    return ValidatedData(
-        features=out,
-        label=None if label is None else label.reset_index(drop=True),
-        ids=None if ids is None else ids.reset_index(drop=True),
-        notes=notes,
-    )
+def _text(column: pd.Series) -> pd.Series:
+    return column.astype(str).str.strip()
+
+
+def _first_bad(bad: pd.Series | np.ndarray) -> int | None:
+    """The position of the first True of `bad`, None if there is none."""
+    bad = np.asarray(bad)
+    return int(np.flatnonzero(bad)[0]) if bad.any() else None
+
+
+def _read_categories(feature: Feature, text: pd.Series, source: str) -> pd.Series:
+    allowed = list(feature.text_categories)
+    row = _first_bad(~text.isin(allowed))
+    if row is not None:
+        raise DataValidationError(
+            f"{source}: column {feature.name!r}, row {row + 1}: unknown value {text.iloc[row]!r} "
+            f"(allowed: {allowed})"
+        )
+    return text.astype(np.int64) if feature.integer_codes else text
+
+
+def _read_numbers(
+    feature: Feature, text: pd.Series, parsed: pd.DataFrame, notes: list[str], source: str
+) -> np.ndarray:
+    """`feature`'s column as float64; `parsed` holds the features read before it (a blank's rule)."""
+    rule = feature.blank
+    if rule is not None:
+        fill = rule.fills((text == "").to_numpy(), parsed[rule.when].to_numpy())
+        if fill.any():
+            notes.append(rule.note(feature.name, int(fill.sum())))
+        text = text.mask(fill, rule.value)
+    values = pd.to_numeric(text, errors="coerce").to_numpy(np.float64)
+    row = _first_bad(numeric_faults(feature, values))
+    if row is not None:
+        raise DataValidationError(
+            f"{source}: column {feature.name!r}, row {row + 1}: invalid value {text.iloc[row]!r} "
+            f"(expected a {feature.kind} in [{feature.minimum}, {feature.maximum}])"
+        )
+    return values
+
+
+def _read_label(raw: pd.DataFrame, source: str) -> pd.Series:
+    label = _text(raw[LABEL_COLUMN])
+    row = _first_bad(~label.isin(LABEL_VALUES))
+    if row is not None:
+        raise DataValidationError(
+            f"{source}: column {LABEL_COLUMN!r}, row {row + 1}: unknown value {label.iloc[row]!r} "
+            f"(allowed: {list(LABEL_VALUES)})"
+        )
+    return (label == "Yes").astype(np.int64)
 
 
 def read_raw_csv(path: str, error: type[ValueError] = DataValidationError) -> pd.DataFrame:

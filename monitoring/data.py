@@ -101,14 +101,15 @@ def normalise(raw: pd.DataFrame, source: str) -> pd.DataFrame:
         raise InputError(f"{source}: unknown column(s) {unknown}")
     out = pd.DataFrame(index=raw.index)
     for feature in FEATURES:
-        # SeniorCitizen 1, 1.0 and "1" are one category
-        text = _stripped_text(raw[feature.name], integral=feature.name == "SeniorCitizen")
+        # integer codes (SeniorCitizen 1, 1.0 and "1") are one category
+        text = _stripped_text(raw[feature.name], integral=feature.integer_codes)
         if feature.is_categorical:
             out[feature.name] = text
             continue
-        if feature.name == "TotalCharges":  # same deliberate rule as training: new customers owe 0
-            tenure = pd.to_numeric(raw["tenure"], errors="coerce").to_numpy()
-            text = np.where((text == "") & (tenure == 0), "0", text)
+        rule = feature.blank
+        if rule is not None:  # the training data's rule (churn.schema), e.g. new customers owe 0
+            when = pd.to_numeric(raw[rule.when], errors="coerce").to_numpy()
+            text = np.where(rule.fills(text == "", when), rule.value, text)
         values = pd.to_numeric(pd.Series(text, dtype=object), errors="coerce").to_numpy(np.float64)
         bad = ~np.isfinite(values)
         if bad.any():
