@@ -70,8 +70,8 @@ def promotion(
             "training.decide judges it; or promote it by hand)",
             champion,
         )
-    decision = {"promote": "promote", "reject": "reject"}.get(gate.decision, "keep")
-    return Promotion(decision, verdict, champion, figures)  # type: ignore[arg-type]
+    decision = "keep" if gate.decision == "undecided" else gate.decision
+    return Promotion(decision, verdict, champion, figures)
 
 
 def _figures(gate: GateResult) -> dict[str, float]:
