@@ -14,7 +14,7 @@ up to the tolerance: a regression promoted by construction, which the gate's mar
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
 if TYPE_CHECKING:  # the gate needs scipy; a first training does not
@@ -27,12 +27,12 @@ OVERRIDES: tuple[Override, ...] = ("auto", "always", "never")
 @dataclass(frozen=True)
 class Promotion:
     """What the policy decided about a challenger: promote it, keep the champion (not shown better,
-    nor worse; a staged candidate waits), or reject it (shown worse)."""
+    nor worse; a staged candidate waits), or reject it (shown worse). The figures it decided on are
+    the gate's (GateResult), which the callers record as the evaluation; the reason quotes them."""
 
     decision: Literal["promote", "keep", "reject"]
     reason: str
     champion: str | None  # the current model it was judged against: promote only if still current
-    figures: dict[str, float] = field(default_factory=dict)  # the gate's differences and statistics
 
     @property
     def promote(self) -> bool:
@@ -52,15 +52,14 @@ def promotion(
         raise ValueError(f"promote must be one of {', '.join(OVERRIDES)}, not {override!r}")
     said = "no comparison on outcomes" if gate is None else f"{gate.decision} ({gate.reason})"
     verdict = said if gate is None else f"gate: {said}"
-    figures = {} if gate is None else _figures(gate)
     if stage is not None:
         decision = "reject" if gate is not None and gate.decision == "reject" else "keep"
-        return Promotion(decision, f"--stage {stage}: {said}", champion, figures)
+        return Promotion(decision, f"--stage {stage}: {said}", champion)
     if override != "auto":
         decision = "promote" if override == "always" else "keep"
-        return Promotion(decision, f"--promote {override}; {verdict}", champion, figures)
+        return Promotion(decision, f"--promote {override}; {verdict}", champion)
     if champion is None:
-        return Promotion("promote", "auto: no current model, the first one becomes current", None, figures)
+        return Promotion("promote", "auto: no current model, the first one becomes current", None)
     if gate is None:
         return Promotion(
             "keep",
@@ -71,13 +70,4 @@ def promotion(
             champion,
         )
     decision = "keep" if gate.decision == "undecided" else gate.decision
-    return Promotion(decision, verdict, champion, figures)
-
-
-def _figures(gate: GateResult) -> dict[str, float]:
-    return {
-        "delta_roc_auc": gate.delta_roc_auc,
-        "z_roc_auc": gate.z_roc_auc,
-        "delta_log_loss": gate.delta_log_loss,
-        "t_log_loss": gate.t_log_loss,
-    } | gate.statistics
+    return Promotion(decision, verdict, champion)

@@ -193,7 +193,7 @@ def retrain(settings: Settings, args: argparse.Namespace, log) -> dict[str, Any]
     )
     decision = promotion(champion_tag, gate, args.promote, args.stage)
     # Promoted only if the champion is still current (a rollback meanwhile stands): else a conflict.
-    summary = save_and_register(settings, result, log, decision, evaluation, if_current=champion_tag)
+    summary = save_and_register(settings, result, log, decision, evaluation, if_current=decision.champion)
     reason = summary["reason"]
     evaluation["challenger"]["tag"] = summary["tag"]
     staged = None

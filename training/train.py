@@ -327,7 +327,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         # `auto` promotes a first model only if no other became current meanwhile (compare-and-swap).
         decision = promotion(current, override=args.promote)
-        if_current = current if args.promote == "auto" else ANY
+        if_current = decision.champion if args.promote == "auto" else ANY
         summary = save_and_register(settings, result, log, decision, if_current=if_current)
     except RegistryError as exc:
         print(f"error: {exc}", file=sys.stderr)
