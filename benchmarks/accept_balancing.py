@@ -24,7 +24,7 @@ from pathlib import Path
 
 from bench import DURATION, RECORDS, ROOT, SCRATCH, WARMUP, hey, wait_http  # noqa: I001
 
-from tests.support import Server, state_env
+from benchmarks.servers import Server, state_env
 
 IDLE = 100
 RUNS = 3

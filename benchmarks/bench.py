@@ -33,9 +33,9 @@ import psutil
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.servers import Server, free_port, http, state_env  # noqa: E402
 from churn.client import records_from_csv  # noqa: E402
 from churn.schema import FEATURES, records_to_frame  # noqa: E402
-from tests.support import Server, free_port, http, state_env  # noqa: E402
 
 DURATION = float(os.environ.get("BENCH_SECONDS", "8"))
 WARMUP = 2.0

@@ -54,7 +54,6 @@ BLOCK_BYTES = 2 << 20
 PARQUET_BATCH_ROWS = 32_768
 CSV_SUFFIXES = (".csv", ".csv.gz")
 PARQUET_SUFFIXES = (".parquet", ".pq")
-OUTPUT_COLUMNS = (ID_COLUMN, "churn_probability", "churn", "risk_percentile", "model")
 # A plain number: what pyarrow's cast to float64 reads, and nothing it would refuse.
 _NUMBER = r"^-?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$"
 

@@ -151,8 +151,3 @@ def verified_fast_scorer(
             worst = float(np.abs(got - expected).max())
             return None, f"the fast path differs from the pipeline by {worst:.1e} (more than {TOLERANCE:g})"
     return scorer, None
-
-
-def build_fast_scorer(pipeline: Any, reference_records: list[dict[str, Any]], expected: np.ndarray):
-    """A FastScorer if it reproduces `expected` (the pipeline's own probabilities), else None."""
-    return verified_fast_scorer(pipeline, reference_records, expected)[0]

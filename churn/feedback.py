@@ -112,12 +112,6 @@ def _lines(paths: list[Path]) -> Iterator[tuple[int, int, bytes]]:
                     yield i, n, raw
 
 
-def iter_history(settings: Settings) -> Iterator[LabelledExample]:
-    """Every stored version of every outcome, oldest first (corrections and late joins included)."""
-    for _, _, raw in _lines(feedback_files(settings)):
-        yield json_loads(raw, constants=True)
-
-
 def iter_examples(settings: Settings) -> Iterator[LabelledExample]:
     """The current version of each outcome, once per identity, oldest ingestion first. Streamed:
     a first pass keeps only where each identity's newest version is, the second yields those."""

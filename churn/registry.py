@@ -23,9 +23,6 @@ from churn.utctime import utc_now
 FORMAT_VERSION = 1
 CANDIDATE_MODES = ("shadow", "canary")
 DEFAULT_CANARY_FRACTION = 0.1
-# Champion/challenger gate of `--promote auto`: a new model may be this much worse (ROC AUC) and
-# still replace the current one; it absorbs the noise between two trainings on the same data.
-AUTO_PROMOTE_TOLERANCE = 0.005
 
 
 class VersionEntry(TypedDict):
@@ -234,56 +231,25 @@ class Registry:
         self,
         tag: str,
         info: VersionEntry,
-        promote: str = "auto",
-        decision: tuple[bool, str] | None = None,
+        decision: tuple[bool, str] = (False, "registered only"),
         details: dict[str, Any] | None = None,
         if_current: Any = ANY,
     ) -> tuple[bool, str]:
-        """Record a new version and apply the promotion policy, or `decision` (promoted, reason)
-        when the caller judged it (retraining's gate) against `if_current`: promoted only if that
-        is still current. `details` go into the register event. Returns (promoted, reason)."""
-        if promote not in ("auto", "always", "never"):
-            raise ValueError(f"promote must be auto, always or never, not {promote!r}")
+        """Record a new version and apply `decision` (promoted, reason), which the caller took
+        (training.policy) against `if_current`: promoted only if that is still current. `details`
+        go into the register event. Returns (promoted, reason)."""
         with self._transaction() as data:
             if tag in data["versions"]:
                 raise RegistryError(f"{tag} is already registered")
             data["versions"][tag] = info
             self._event(data, "register", tag, "trained", details)
-            promoted, reason = decision if decision is not None else self._decide(data, tag, info, promote)
+            promoted, reason = decision
             if promoted:
                 conflict = self._conflict(data, "promote", tag, if_current, ANY)
                 if conflict is not None:
                     return False, conflict["reason"]
                 self._event(data, "promote", tag, reason)
         return promoted, reason
-
-    def _decide(self, data: RegistryData, tag: str, info: VersionEntry, promote: str) -> tuple[bool, str]:
-        if promote == "always":
-            return True, "--promote always"
-        if promote == "never":
-            return False, "--promote never"
-        current = data["current"]
-        if current is None:
-            return True, "auto: no current model"
-        new_auc = float(info["metrics"]["roc_auc"])
-        champion = data["versions"].get(current, {})
-        cur_auc = float(champion.get("metrics", {}).get("roc_auc", float("-inf")))
-        # Each test ROC AUC comes from its own run's test split: on other data, other rows. Say so
-        # (training.retrain compares on the same rows).
-        rows = (
-            "the same data's test split"
-            if champion.get("data_sha256") == info.get("data_sha256")
-            else "different data, so different test rows: not a like-for-like comparison"
-        )
-        if new_auc >= cur_auc - AUTO_PROMOTE_TOLERANCE:
-            return (
-                True,
-                f"auto: roc_auc {new_auc:.4f} >= current {cur_auc:.4f} - {AUTO_PROMOTE_TOLERANCE} ({rows})",
-            )
-        return (
-            False,
-            f"auto: roc_auc {new_auc:.4f} < current {cur_auc:.4f} - {AUTO_PROMOTE_TOLERANCE} ({rows})",
-        )
 
     def _require(self, data: RegistryData, tag: str) -> None:
         if tag not in data["versions"]:

@@ -58,7 +58,6 @@ class Feature:
     minimum: float | None = None
     maximum: float | None = None
     blank: Blank | None = None
-    description: str = ""
 
     @property
     def is_categorical(self) -> bool:
@@ -121,10 +120,10 @@ def numeric_faults(feature: Feature, values: np.ndarray) -> np.ndarray:
 # impossible values (negative months, absurd amounts) are refused.
 FEATURES: tuple[Feature, ...] = (
     Feature("gender", "categorical", ("Female", "Male")),
-    Feature("SeniorCitizen", "categorical", (0, 1), description="0 or 1"),
+    Feature("SeniorCitizen", "categorical", (0, 1)),
     Feature("Partner", "categorical", _YES_NO),
     Feature("Dependents", "categorical", _YES_NO),
-    Feature("tenure", "integer", minimum=0, maximum=1200, description="months with the company"),
+    Feature("tenure", "integer", minimum=0, maximum=1200),  # months with the company
     Feature("PhoneService", "categorical", _YES_NO),
     Feature("MultipleLines", "categorical", ("No", "No phone service", "Yes")),
     Feature("InternetService", "categorical", ("DSL", "Fiber optic", "No")),

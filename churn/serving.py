@@ -99,7 +99,6 @@ class HolderStatus:
     model: str | None
     registry_current: str | None
     error: str | None
-    checked_at: float | None
     details: dict[str, Any] | None
     candidate: dict[str, Any] | None = field(default=None)
 
@@ -129,7 +128,6 @@ class ModelHolder:
         self._wanted_candidate: Candidate | None = None
         self._error: str | None = "not checked yet"
         self._candidate_error: str | None = None
-        self._checked_at: float | None = None
         self._registry_seen: tuple[int, int, int] | None = None  # (inode, size, mtime) last read
         self._refresh_lock = threading.Lock()
         self._stop = threading.Event()
@@ -149,7 +147,6 @@ class ModelHolder:
     def refresh(self) -> None:
         """Look at the registry once; load what it names if it is not what is held."""
         with self._refresh_lock:
-            self._checked_at = time.time()
             self._registry_seen = self._registry_signature()
             try:
                 data = read_registry(self.settings.registry_path, self.settings.model_name)
@@ -293,7 +290,6 @@ class ModelHolder:
             model=model.tag if model else None,
             registry_current=self._wanted,
             error=self._error,
-            checked_at=self._checked_at,
             details=model.describe() if model else None,
             candidate=candidate,
         )
@@ -400,7 +396,6 @@ class PredictionLog:
         self.on_drop = on_drop
         self.clock = clock
         self.dropped = 0
-        self.written = 0
         self._queue: queue.SimpleQueue = queue.SimpleQueue()
         self._queued = 0  # records waiting: the bound is in records, so 10,000-record requests count
         self._count_lock = threading.Lock()
@@ -409,7 +404,6 @@ class PredictionLog:
         self._thread: threading.Thread | None = None
         self._start_lock = threading.Lock()
         self._fh = None
-        self._path: str | None = None
         self._day = ""
         self._seq = 0
         self._prefix = f"{socket.gethostname()}-{os.getpid()}"
@@ -535,7 +529,6 @@ class PredictionLog:
         fh = self._open(when.strftime("%Y%m%d"), len(payload))
         fh.write(payload)
         fh.flush()
-        self.written += len(records)
 
     def _open(self, day: str, incoming: int):
         if self._fh is not None and (day != self._day or self._fh.tell() + incoming > self.max_bytes):
@@ -556,7 +549,6 @@ class PredictionLog:
                     break
                 self._seq += 1
             self._fh = open(path, "ab")  # noqa: SIM115 - kept open across batches on purpose
-            self._path = str(path)
         return self._fh
 
     def _close(self) -> None:

@@ -49,7 +49,6 @@ class LoadedData:
     frame: pd.DataFrame  # the 19 features; categorical columns as strings, numeric as float
     source: str
     bad_lines: int = 0
-    total_lines: int = 0
     vanished_files: int = 0  # listed, then deleted (retention) before they were read: skipped
     notes: list[str] = field(default_factory=list)
 
@@ -123,7 +122,7 @@ def normalise(raw: pd.DataFrame, source: str) -> pd.DataFrame:
 
 def read_csv(path: Path) -> LoadedData:
     raw = read_raw_csv(str(path), InputError)
-    return LoadedData(frame=normalise(raw, str(path)), source=str(path), total_lines=len(raw))
+    return LoadedData(frame=normalise(raw, str(path)), source=str(path))
 
 
 def prediction_log_files(folder: Path, since: dt.datetime | None) -> list[Path]:
@@ -225,7 +224,7 @@ def read_prediction_log(
     notes = [f"{bad} unreadable line(s) of {total} skipped"] if bad else []
     if scan.vanished:
         notes.append(f"{scan.vanished} file(s) deleted during the scan (retention) skipped")
-    counts = {"bad_lines": bad, "total_lines": total, "vanished_files": scan.vanished, "notes": notes}
+    counts = {"bad_lines": bad, "vanished_files": scan.vanished, "notes": notes}
     if not kept:
         return LoadedData(frame=pd.DataFrame(columns=list(FEATURE_NAMES)), source=source, **counts)
     raw = pd.DataFrame.from_records([r for _, _, r in kept])

@@ -23,7 +23,6 @@ import os
 import random
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -38,6 +37,7 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.servers import free_port  # noqa: E402
 from churn.client import predict_grpc, records_from_csv  # noqa: E402
 
 PY = sys.executable
@@ -55,18 +55,6 @@ def run(module: str, *args: str, env: dict) -> dict:
     if proc.returncode != 0:
         raise SystemExit(f"{module} {' '.join(args)} failed ({proc.returncode}): {proc.stderr[-2000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
-
-
-def free_port() -> int:
-    """A free port below the ephemeral range (a port from it can be taken before the server binds)."""
-    for port in random.Random().sample(range(20000, 32000), 200):
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise SystemExit("no free port")
 
 
 def post(url: str, records: list[dict]) -> tuple[int, dict]:

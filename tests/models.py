@@ -8,6 +8,7 @@ import sys
 
 from churn.logs import setup_logging
 from churn.settings import settings_or_exit
+from training.policy import promotion
 from training.train import DEFAULT_DATA, save_and_register, train
 
 
@@ -38,7 +39,7 @@ def main(argv: list[str]) -> int:
     settings = settings_or_exit()
     log = setup_logging(settings, "tests").getChild("models")
     result = train(settings, DEFAULT_DATA, 42, log, build=unsupported_pipeline)
-    print(save_and_register(settings, result, "always", log)["tag"])
+    print(save_and_register(settings, result, log, promotion(None, override="always"))["tag"])
     return 0
 
 

@@ -40,6 +40,7 @@ from churn.registry import Registry, RegistryError
 from churn.settings import Settings, settings_or_exit
 from churn.utctime import parse_time
 from training.gate import TooFewOutcomes, compare_paired, compare_unpaired, sequential_design
+from training.policy import promotion
 
 
 def decide(settings: Settings, min_labels: int, log) -> dict[str, Any]:
@@ -128,12 +129,13 @@ def decide(settings: Settings, min_labels: int, log) -> dict[str, Any]:
     reason = f"{gate.reason} ({left_out})"
     # A compare-and-swap: only if the registry still holds the pair that was compared.
     compared = {"if_current": current, "if_candidate": candidate}
-    if gate.decision == "promote":
+    verdict = promotion(current, gate).decision
+    if verdict == "promote":
         event = registry.promote(
             tag, f"training.decide: {mode} candidate better: {reason}", evaluation, **compared
         )
         decision = "promote"
-    elif gate.decision == "reject":
+    elif verdict == "reject":
         event = registry.unstage(f"training.decide: {mode} candidate worse: {reason}", evaluation, **compared)
         decision = "unstage"
     else:

@@ -51,6 +51,7 @@ from churn.schema import (
 from churn.settings import Settings, settings_or_exit
 from churn.utctime import parse_time
 from training.gate import compare_paired, sequential_design
+from training.policy import OVERRIDES, promotion
 from training.train import DEFAULT_DATA, fit, save_and_register, sha256_of
 
 EVAL_FRACTION = 0.3
@@ -190,23 +191,13 @@ def retrain(settings: Settings, args: argparse.Namespace, log) -> dict[str, Any]
             },
         }
     )
-    if args.stage:
-        promoted, reason = False, f"--stage {args.stage}: {gate.decision} ({gate.reason})"
-    elif args.promote == "auto":
-        promoted, reason = gate.decision == "promote", f"gate: {gate.decision} ({gate.reason})"
-    else:
-        promoted, reason = (
-            args.promote == "always",
-            f"--promote {args.promote}; gate: {gate.decision} ({gate.reason})",
-        )
+    decision = promotion(champion_tag, gate, args.promote, args.stage)
     # Promoted only if the champion is still current (a rollback meanwhile stands): else a conflict.
-    summary = save_and_register(
-        settings, result, args.promote, log, (promoted, reason), evaluation, if_current=champion_tag
-    )
+    summary = save_and_register(settings, result, log, decision, evaluation, if_current=decision.champion)
     reason = summary["reason"]
     evaluation["challenger"]["tag"] = summary["tag"]
     staged = None
-    if args.stage and gate.decision != "reject":
+    if args.stage and decision.decision != "reject":
         registry.stage(
             summary["tag"],
             args.stage,
@@ -239,7 +230,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--promote",
-        choices=("auto", "always", "never"),
+        choices=OVERRIDES,
         default="auto",
         help="auto: promote if the gate says the challenger is better on the evaluation window (default)",
     )

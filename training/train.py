@@ -38,6 +38,7 @@ from churn.schema import (
 from churn.settings import Settings, settings_or_exit
 from churn.utctime import utc_now
 from training.evaluate import choose_threshold
+from training.policy import OVERRIDES, Promotion, promotion
 
 DEFAULT_DATA = Path(__file__).resolve().parent.parent / "data" / "telco_churn.csv"
 TEST_SIZE = 0.2
@@ -225,16 +226,14 @@ def fit(
 def save_and_register(
     settings: Settings,
     result: TrainingResult,
-    promote: str,
     log,
-    decision: tuple[bool, str] | None = None,
+    decision: Promotion,
     details: dict[str, Any] | None = None,
     if_current: Any = ANY,
 ) -> dict[str, Any]:
-    """Save to the store, check the saved model reproduces its test predictions, register.
-    `decision` (promoted, reason) overrides the registry's own policy (retraining's gate), made
-    against `if_current`: promoted only if that is still current. `details` go into the registry
-    history with the registration."""
+    """Save to the store, check the saved model reproduces its test predictions, register and
+    apply `decision` (training.policy), made against `if_current`: promoted only if that is still
+    current. `details` go into the registry history with the registration."""
     from churn.model import CALIBRATION_KEY, MEMBERSHIP_KEY, REFERENCE_KEY, load_model, save_to_store
 
     bento_model = save_to_store(
@@ -271,9 +270,8 @@ def save_and_register(
             "threshold": result.threshold,
             "data_sha256": result.metadata["data"]["sha256"],
         },
-        promote=promote,
-        decision=decision,
-        details=details,
+        (decision.promote, decision.reason),
+        details,
         if_current=if_current,
     )
     log.info("registered %s; %s (%s)", tag, "promoted to current" if promoted else "not promoted", reason)
@@ -293,9 +291,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="training CSV (default: %(default)s)")
     parser.add_argument(
         "--promote",
-        choices=("auto", "always", "never"),
+        choices=OVERRIDES,
         default="auto",
-        help="auto: promote if no current model or ROC AUC >= current - 0.005 (default)",
+        help="auto: promote if there is no current model, else only register (training.policy; default)",
     )
     parser.add_argument("--seed", type=int, default=42, help="random seed (default: %(default)s)")
     parser.add_argument(
@@ -310,28 +308,27 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     settings = settings_or_exit()
     log = setup_logging(settings, "training").getChild("train")
-    if args.if_no_current:
-        try:
-            current = Registry(settings.registry_path, settings.model_name).current()
-        except RegistryError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 2
-        if current is not None:
-            reason = f"--if-no-current: the registry already has a current model, {current}; nothing to do"
-            log.info(reason)
-            print(
-                json.dumps(
-                    {"tag": None, "promoted": False, "skipped": True, "reason": reason, "current": current}
-                )
-            )
-            return 0
+    try:
+        current = Registry(settings.registry_path, settings.model_name).current()
+    except RegistryError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if args.if_no_current and current is not None:
+        reason = f"--if-no-current: the registry already has a current model, {current}; nothing to do"
+        log.info(reason)
+        skipped = {"tag": None, "promoted": False, "skipped": True, "reason": reason, "current": current}
+        print(json.dumps(skipped))
+        return 0
     try:
         result = train(settings, args.data, args.seed, log)
     except DataValidationError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     try:
-        summary = save_and_register(settings, result, args.promote, log)
+        # `auto` promotes a first model only if no other became current meanwhile (compare-and-swap).
+        decision = promotion(current, override=args.promote)
+        if_current = decision.champion if args.promote == "auto" else ANY
+        summary = save_and_register(settings, result, log, decision, if_current=if_current)
     except RegistryError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

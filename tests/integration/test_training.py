@@ -90,13 +90,29 @@ def test_promotion_gate_and_registry_cli(tmp_path):
     bad = run_cli("training.registry", "promote", "churn_model:doesnotexist", env=env)
     assert bad.returncode == 2 and "not in the model store" in bad.stderr
     assert run_cli("training.registry", "show", "churn_model:nope", env=env).returncode == 2
-    # A challenger much worse than the champion is registered but not promoted by `auto`.
+    # With a current model, `auto` only registers (the champion here even looks excellent).
     reg = Registry(tmp_path / "registry.json", "churn_model")
     data = reg.read()
     data["versions"][a["tag"]]["metrics"]["roc_auc"] = 0.99  # pretend the champion is excellent
     (tmp_path / "registry.json").write_text(json.dumps(data))
     c = train(tmp_path, "--seed", "5")
     assert c["promoted"] is False and c["current"] == a["tag"]
+
+
+def test_auto_never_replaces_a_champion_on_its_own_test_rows(tmp_path):
+    """Issue 21.1: `--promote auto` used to promote a model up to 0.005 ROC AUC worse than the
+    current one. Replacing a champion takes the gate, on outcomes neither model was trained on;
+    training.train has none, so with a champion it only registers (the first model it promotes)."""
+    a = train(tmp_path)
+    assert a["promoted"] is True
+    path = tmp_path / "registry.json"
+    data = json.loads(path.read_text())
+    # The same data and seed give the same metrics: make the champion 0.003 better than the rerun.
+    data["versions"][a["tag"]]["metrics"]["roc_auc"] = a["metrics"]["roc_auc"] + 0.003
+    path.write_text(json.dumps(data))
+    b = train(tmp_path)
+    assert b["promoted"] is False and b["current"] == a["tag"]
+    assert "training.retrain" in b["reason"] and "training.decide" in b["reason"]
 
 
 def _bad_csv(tmp_path, mutate):

@@ -30,7 +30,7 @@ def world(tmp_path, monkeypatch):
     settings = settings_from_env({"MLOPS_HOME": str(tmp_path)})
     reg = Registry(settings.registry_path, settings.model_name)
     for tag in ("m:1", "m:2", "m:3"):
-        reg.register(tag, _entry(0.8), promote="never")
+        reg.register(tag, _entry(0.8))
     reg.promote("m:1")
     reg.promote("m:2")
     reg.stage("m:3", "shadow")

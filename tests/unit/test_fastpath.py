@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from sklearn.model_selection import train_test_split
 
-from churn.fastpath import FastScorer, build_fast_scorer, records_to_columns
+from churn.fastpath import FastScorer, records_to_columns, verified_fast_scorer
 from churn.schema import EXAMPLE_RECORD, parse_predict_request, read_csv, records_to_frame
 from tests.support import DATA
 from training.train import build_pipeline
@@ -20,7 +20,7 @@ def fitted():
 def test_fast_path_reproduces_the_pipeline_on_unseen_rows(fitted):
     pipeline, X_test = fitted
     expected = pipeline.predict_proba(X_test)[:, 1]
-    scorer = build_fast_scorer(pipeline, X_test.to_dict(orient="records"), expected)
+    scorer, _ = verified_fast_scorer(pipeline, X_test.to_dict(orient="records"), expected)
     assert scorer is not None
     # JSON records as the API gets them (ints, floats from gRPC) give the same answers
     records, _ = parse_predict_request(
@@ -40,7 +40,7 @@ def test_column_wise_scoring_reproduces_the_pipeline(fitted):
     """The batch path: whole columns, categories as their index in the schema."""
     pipeline, X_test = fitted
     records = X_test.to_dict(orient="records")
-    scorer = build_fast_scorer(pipeline, records, pipeline.predict_proba(X_test)[:, 1])
+    scorer, _ = verified_fast_scorer(pipeline, records, pipeline.predict_proba(X_test)[:, 1])
     by_column = scorer.predict_columns(records_to_columns(records))
     assert np.abs(by_column - pipeline.predict_proba(X_test)[:, 1]).max() <= 1e-12
     assert np.abs(by_column - scorer.predict_records(records)).max() <= 1e-15
@@ -49,7 +49,7 @@ def test_column_wise_scoring_reproduces_the_pipeline(fitted):
 def test_a_scorer_that_disagrees_is_refused(fitted):
     pipeline, X_test = fitted
     expected = pipeline.predict_proba(X_test)[:, 1] + 1e-6
-    assert build_fast_scorer(pipeline, X_test.to_dict(orient="records"), expected) is None
+    assert verified_fast_scorer(pipeline, X_test.to_dict(orient="records"), expected)[0] is None
 
 
 def test_other_pipelines_are_refused():

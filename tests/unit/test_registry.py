@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from churn.registry import AUTO_PROMOTE_TOLERANCE, Registry, RegistryError, current_tag
+from churn.registry import Registry, RegistryError, current_tag
 
 
 def info(auc):
@@ -26,16 +26,19 @@ def test_empty_registry_has_no_current(reg):
     assert current_tag(reg.path, "churn_model") is None
 
 
-def test_first_model_is_promoted_then_gate_applies(reg):
-    assert reg.register("m:1", info(0.84))[0] is True
-    assert reg.register("m:2", info(0.84 - AUTO_PROMOTE_TOLERANCE))[0] is True  # within tolerance
-    promoted, reason = reg.register("m:3", info(0.84 - AUTO_PROMOTE_TOLERANCE - 0.01))
-    assert promoted is False and "<" in reason
-    assert reg.current() == "m:2"
-    assert reg.register("m:4", info(0.99), promote="never")[0] is False
-    assert reg.register("m:5", info(0.10), promote="always")[0] is True
-    assert reg.current() == "m:5"
-    assert list(reg.read()["versions"]) == ["m:1", "m:2", "m:3", "m:4", "m:5"]
+PROMOTE = (True, "test")
+
+
+def test_register_applies_the_callers_decision_if_the_current_model_is_unchanged(reg):
+    # The rule lives in training.policy (tests/unit/test_policy.py); the registry records.
+    assert reg.register("m:1", info(0.84), PROMOTE, if_current=None) == PROMOTE
+    assert reg.register("m:2", info(0.99)) == (False, "registered only")
+    assert reg.current() == "m:1"
+    promoted, reason = reg.register("m:3", info(0.90), PROMOTE, if_current=None)  # m:1 is current
+    assert promoted is False and "promote refused" in reason and reg.current() == "m:1"
+    assert reg.register("m:4", info(0.10), PROMOTE)[0] is True  # no comparison asked
+    assert reg.current() == "m:4"
+    assert list(reg.read()["versions"]) == ["m:1", "m:2", "m:3", "m:4"]
 
 
 def test_registering_twice_is_refused(reg):
@@ -51,7 +54,7 @@ def test_promote_unknown_tag_is_refused(reg):
 
 def test_rollback_walks_back_the_chain_of_current_models(reg):
     for i, auc in enumerate([0.80, 0.81, 0.82], start=1):
-        reg.register(f"m:{i}", info(auc))
+        reg.register(f"m:{i}", info(auc), PROMOTE)
     assert reg.current() == "m:3"
     assert reg.rollback()["tag"] == "m:2"
     assert reg.rollback()["tag"] == "m:1"
@@ -75,9 +78,7 @@ def test_damaged_file_is_reported_not_overwritten(reg):
 def _register_many(path, worker, count):
     reg = Registry(path, "churn_model")
     for i in range(count):
-        reg.register(
-            f"m:{worker}-{i}", info(0.8 + random.random() / 100), promote=random.choice(["auto", "always"])
-        )
+        reg.register(f"m:{worker}-{i}", info(0.8 + random.random() / 100), (i % 2 == 0, "test"))
 
 
 def test_concurrent_processes_lose_no_entry(tmp_path):
@@ -100,7 +101,7 @@ from churn.registry import Registry
 reg = Registry(sys.argv[1], "churn_model")
 i = 0
 while True:
-    reg.register(f"m:{sys.argv[2]}-{i}", {"metrics": {"roc_auc": 0.8}, "blob": "x" * 20000}, promote="always")
+    reg.register(f"m:{sys.argv[2]}-{i}", {"metrics": {"roc_auc": 0.8}, "blob": "x" * 20000}, (True, "test"))
     i += 1
 """
 
