@@ -4,8 +4,9 @@ code 2, with a message naming the option and the value)."""
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 T = TypeVar("T")
 
@@ -88,3 +89,10 @@ def value_or_exit(parser: argparse.ArgumentParser, convert: Callable[[str | None
         return convert(text)
     except ValueError as exc:
         parser.exit(2, f"error: {exc}\n")
+
+
+def options_from(kind: type[T], args: argparse.Namespace, **checked: Any) -> T:
+    """A command's options (`kind`, a dataclass) from the parsed arguments of the same names, but
+    `checked`: the fields given here (converted or checked after parsing)."""
+    names = {f.name for f in dataclasses.fields(kind)} - checked.keys()
+    return kind(**{name: getattr(args, name) for name in names}, **checked)

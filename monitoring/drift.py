@@ -26,7 +26,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from churn.cli import open_unit, positive_int, value_or_exit
+from churn.cli import open_unit, options_from, positive_int, value_or_exit
 from churn.logs import setup_logging
 from churn.model import ModelUnavailable, load_reference
 from churn.registry import RegistryError, current_tag
@@ -90,18 +90,7 @@ def parse_options(argv: list[str] | None) -> DriftOptions:
     )
     add_max_bad_fraction(parser)
     args = parser.parse_args(argv)
-    return DriftOptions(
-        current=args.current,
-        since=value_or_exit(parser, parse_since, args.since),
-        max_records=args.max_records,
-        reference=args.reference,
-        p_val=args.p_val,
-        output_dir=args.output_dir,
-        fail_on_drift=args.fail_on_drift,
-        alert=args.alert,
-        allow_no_verdict=args.allow_no_verdict,
-        max_bad_fraction=args.max_bad_fraction,
-    )
+    return options_from(DriftOptions, args, since=value_or_exit(parser, parse_since, args.since))
 
 
 def run(settings: Settings, options: DriftOptions, log) -> tuple[int, DriftSummary]:

@@ -42,6 +42,7 @@ from pathlib import Path
 
 import orjson
 
+from churn.cli import options_from
 from churn.feedback import (
     LabelledExample,
     example_key,
@@ -405,7 +406,7 @@ def parse_options(argv: list[str] | None) -> FeedbackOptions:
     )
     add_max_bad_fraction(parser)
     args = parser.parse_args(argv)
-    return FeedbackOptions(labels=None if args.inbox else args.labels, max_bad_fraction=args.max_bad_fraction)
+    return options_from(FeedbackOptions, args, labels=None if args.inbox else args.labels)
 
 
 def run(options: FeedbackOptions) -> int:

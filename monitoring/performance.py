@@ -36,7 +36,7 @@ from typing import Any
 
 import numpy as np
 
-from churn.cli import open_unit, positive_int, value_or_exit
+from churn.cli import open_unit, options_from, positive_int, value_or_exit
 from churn.feedback import iter_examples, untreated_examples
 from churn.logs import setup_logging
 from churn.model import load_calibration, load_membership, trained_on
@@ -445,16 +445,8 @@ def parse_options(argv: list[str] | None) -> PerformanceOptions:
     )
     add_max_bad_fraction(parser)
     args = parser.parse_args(argv)
-    return PerformanceOptions(
-        since=value_or_exit(parser, parse_since, args.since),
-        since_text=args.since,
-        output_dir=args.output_dir,
-        min_labels=args.min_labels,
-        fail_below_auc=args.fail_below_auc,
-        alert=args.alert,
-        allow_no_verdict=args.allow_no_verdict,
-        max_bad_fraction=args.max_bad_fraction,
-    )
+    since = value_or_exit(parser, parse_since, args.since)
+    return options_from(PerformanceOptions, args, since=since, since_text=args.since)
 
 
 def check(options: PerformanceOptions) -> tuple[int, PerformanceSummary | PerformanceNoVerdict | None]:

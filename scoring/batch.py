@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from churn.batch import MAX_BAD_ROWS_FRACTION, BatchInputError, Shard, run_batch
-from churn.cli import reasons_count, shard_spec, share
+from churn.cli import options_from, reasons_count, shard_spec, share
 from churn.logs import setup_logging
 from churn.model import ModelUnavailable
 from churn.settings import settings_or_exit
@@ -63,14 +63,7 @@ def parse_options(argv: list[str] | None) -> BatchOptions:
         help="tolerated share of rows that fail validation (default %(default)s)",
     )
     args = parser.parse_args(argv)
-    return BatchOptions(
-        input=args.input,
-        output=args.output,
-        model=args.model,
-        reasons=args.reasons,
-        shard=Shard(*args.shard),
-        max_bad_fraction=args.max_bad_fraction,
-    )
+    return options_from(BatchOptions, args, shard=Shard(*args.shard))
 
 
 def run(options: BatchOptions) -> int:
