@@ -4,6 +4,11 @@ code 2, with a message naming the option and the value)."""
 from __future__ import annotations
 
 import argparse
+import dataclasses
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 
 def _number(text: str, kind=float):
@@ -74,3 +79,20 @@ def reasons_count(text: str) -> int:
     if not 1 <= value <= len(FEATURE_NAMES):
         raise argparse.ArgumentTypeError(f'must be 1 to {len(FEATURE_NAMES)}, or "all"; got {value}')
     return value
+
+
+def value_or_exit(parser: argparse.ArgumentParser, convert: Callable[[str | None], T], text: str | None) -> T:
+    """`convert(text)`, or exit code 2 with "error: <its ValueError>" on stderr. For options checked
+    after parsing rather than by an argparse type: their message is the problem alone, without the
+    usage lines (as these commands have always said it)."""
+    try:
+        return convert(text)
+    except ValueError as exc:
+        parser.exit(2, f"error: {exc}\n")
+
+
+def options_from(kind: type[T], args: argparse.Namespace, **checked: Any) -> T:
+    """A command's options (`kind`, a dataclass) from the parsed arguments of the same names, but
+    `checked`: the fields given here (converted or checked after parsing)."""
+    names = {f.name for f in dataclasses.fields(kind)} - checked.keys()
+    return kind(**{name: getattr(args, name) for name in names}, **checked)

@@ -23,9 +23,10 @@ import argparse
 import datetime as dt
 import json
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
-from churn.cli import open_unit, positive_int
+from churn.cli import open_unit, options_from, positive_int, value_or_exit
 from churn.logs import setup_logging
 from churn.model import ModelUnavailable, load_reference
 from churn.registry import RegistryError, current_tag
@@ -43,7 +44,24 @@ class NoVerdict(InputError):
     """Too few current records for a drift test to mean anything."""
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
+@dataclass(frozen=True)
+class DriftOptions:
+    """The command's options, checked (see the module's docstring)."""
+
+    current: Path | None  # None: the service's prediction log
+    since: dt.datetime | None
+    max_records: int
+    reference: Path | None  # None: stored with the current model
+    p_val: float
+    output_dir: Path | None  # None: a new folder under $MLOPS_HOME/reports/
+    fail_on_drift: bool
+    alert: bool
+    allow_no_verdict: bool
+    max_bad_fraction: float
+
+
+def parse_options(argv: list[str] | None) -> DriftOptions:
+    """SystemExit (code 2, the problem on stderr) on a bad option, as argparse does."""
     parser = argparse.ArgumentParser(prog="python -m monitoring.drift", description=__doc__.splitlines()[0])
     parser.add_argument(
         "--current", type=Path, help="CSV, prediction-log file or folder (default: the prediction log)"
@@ -71,13 +89,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="fewer than 50 current records is not an error: say so and exit 0 (scheduled jobs)",
     )
     add_max_bad_fraction(parser)
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    return options_from(DriftOptions, args, since=value_or_exit(parser, parse_since, args.since))
 
 
-def run(settings: Settings, args: argparse.Namespace, log) -> tuple[int, DriftSummary]:
-    since = parse_since(args.since)
+def run(settings: Settings, options: DriftOptions, log) -> tuple[int, DriftSummary]:
     current = load_current(
-        args.current, settings.predictions_dir, since, args.max_records, args.max_bad_fraction
+        options.current,
+        settings.predictions_dir,
+        options.since,
+        options.max_records,
+        options.max_bad_fraction,
     )
     for note in current.notes:
         log.warning("current data: %s", note)
@@ -85,8 +107,8 @@ def run(settings: Settings, args: argparse.Namespace, log) -> tuple[int, DriftSu
         model = current_tag(settings.registry_path, settings.model_name)
     except RegistryError as exc:
         raise InputError(str(exc)) from None
-    if args.reference is not None:
-        reference = read_csv(args.reference).frame
+    if options.reference is not None:
+        reference = read_csv(options.reference).frame
     else:
         if model is None:
             raise InputError("no current model in the registry, so no stored reference: pass --reference")
@@ -104,7 +126,7 @@ def run(settings: Settings, args: argparse.Namespace, log) -> tuple[int, DriftSu
         raise InputError(f"only {len(reference)} reference rows: at least {MIN_CURRENT_ROWS} are needed")
 
     log.info("comparing %d current records with %d reference rows", n_current, len(reference))
-    result, unseen = detect(reference, current.frame, args.p_val)
+    result, unseen = detect(reference, current.frame, options.p_val)
     created = dt.datetime.now(dt.UTC)
     report = DriftReport(
         drift=result.drift,
@@ -116,14 +138,14 @@ def run(settings: Settings, args: argparse.Namespace, log) -> tuple[int, DriftSu
         created=created.isoformat(timespec="seconds").replace("+00:00", "Z"),
         features=result.features,
         current_source=current.source,
-        reference_source=str(args.reference) if args.reference else f"stored with {model}",
+        reference_source=str(options.reference) if options.reference else f"stored with {model}",
         unreadable_lines=current.bad_lines,
         log_files_vanished=current.vanished_files,
         unseen_categories=unseen,
     )
-    output_dir = args.output_dir or settings.reports_dir / created.strftime("%Y%m%dT%H%M%S%fZ")
+    output_dir = options.output_dir or settings.reports_dir / created.strftime("%Y%m%dT%H%M%S%fZ")
     folder = write_report(report, reference, current.frame, output_dir)
-    if args.output_dir is None:
+    if options.output_dir is None:
         point_latest(settings.reports_dir, folder)
     summary: DriftSummary = {
         "drift": result.drift,
@@ -137,29 +159,28 @@ def run(settings: Settings, args: argparse.Namespace, log) -> tuple[int, DriftSu
     verdict = "YES" if result.drift else "no"
     print(
         f"drift: {verdict} — {len(result.drifted)} of {len(result.features)} features drifted{listed} "
-        f"({n_current} current vs {len(reference)} reference rows, p-val {args.p_val}, Bonferroni)",
+        f"({n_current} current vs {len(reference)} reference rows, p-val {options.p_val}, Bonferroni)",
         file=sys.stderr,
     )
     if unseen:
         print(f"unseen categories: {json.dumps(unseen)}", file=sys.stderr)
     print(f"report: {folder / REPORT_HTML}", file=sys.stderr)
 
-    if args.alert:
+    if options.alert:
         summary["alert"] = alert_if_configured(settings, summary, bool(result.drift), "no drift", log)
-    code = 1 if (result.drift and args.fail_on_drift) else 0
+    code = 1 if (result.drift and options.fail_on_drift) else 0
     return code, summary
 
 
-def check(argv: list[str] | None = None) -> tuple[int, DriftSummary | DriftNoVerdict | None]:
-    """The command but its last line: the exit code and the summary (None: bad input, told on
-    stderr). SystemExit on bad options or settings, as argparse does."""
-    args = parse_args(argv)
+def check(options: DriftOptions) -> tuple[int, DriftSummary | DriftNoVerdict | None]:
+    """The command but its option parsing and its last line: the exit code and the summary (None:
+    bad input, told on stderr). SystemExit on bad settings."""
     settings = settings_or_exit()
     log = setup_logging(settings, "drift").getChild("drift")
     try:
-        return run(settings, args, log)
+        return run(settings, options, log)
     except NoVerdict as exc:
-        if not args.allow_no_verdict:
+        if not options.allow_no_verdict:
             print(f"error: {exc}", file=sys.stderr)
             return 2, None
         print(f"no verdict: {exc}", file=sys.stderr)
@@ -170,7 +191,7 @@ def check(argv: list[str] | None = None) -> tuple[int, DriftSummary | DriftNoVer
 
 
 def main(argv: list[str] | None = None) -> int:
-    code, summary = check(argv)
+    code, summary = check(parse_options(argv))
     if summary is not None:
         print(json.dumps(summary))
     return code

@@ -42,6 +42,7 @@ from pathlib import Path
 
 import orjson
 
+from churn.cli import options_from
 from churn.feedback import (
     LabelledExample,
     example_key,
@@ -383,7 +384,16 @@ def ingest_inbox(
     return counts | {"files": len(good), "rejected": len(problems)}, problems
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
+@dataclass(frozen=True)
+class FeedbackOptions:
+    """The command's options, checked (see the module's docstring)."""
+
+    labels: Path | None  # None: --inbox, the drop folder
+    max_bad_fraction: float
+
+
+def parse_options(argv: list[str] | None) -> FeedbackOptions:
+    """SystemExit (code 2, the problem on stderr) on a bad option, as argparse does."""
     parser = argparse.ArgumentParser(
         prog="python -m monitoring.feedback", description=__doc__.splitlines()[0]
     )
@@ -395,19 +405,20 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="ingest every CSV dropped in $MLOPS_HOME/outcomes/inbox/ (the scheduled Job)",
     )
     add_max_bad_fraction(parser)
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    return options_from(FeedbackOptions, args, labels=None if args.inbox else args.labels)
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
+def run(options: FeedbackOptions) -> int:
+    """The command but its option parsing. SystemExit on bad settings."""
     settings = settings_or_exit()
     log = setup_logging(settings, "feedback").getChild("feedback")
     problems: list[str] = []
     try:
-        if args.inbox:
-            counts, problems = ingest_inbox(settings, args.max_bad_fraction)
+        if options.labels is None:
+            counts, problems = ingest_inbox(settings, options.max_bad_fraction)
         else:
-            counts = ingest(settings, args.labels, args.max_bad_fraction)
+            counts = ingest(settings, options.labels, options.max_bad_fraction)
     except InputError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -416,7 +427,7 @@ def main(argv: list[str] | None = None) -> int:
     log.info(
         "outcomes from %s: %d new (%d joined with a prediction, %d not yet), %d corrected, %d joined "
         "late, %d already stored; %d waiting for a prediction",
-        args.labels or settings.outcomes_inbox,
+        options.labels or settings.outcomes_inbox,
         counts["accepted"],
         counts["matched"],
         counts["unmatched"],
@@ -427,6 +438,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(json.dumps(counts))
     return 2 if problems else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run(parse_options(argv))
 
 
 if __name__ == "__main__":

@@ -36,7 +36,7 @@ from typing import Any
 
 import numpy as np
 
-from churn.cli import open_unit, positive_int
+from churn.cli import open_unit, options_from, positive_int, value_or_exit
 from churn.feedback import iter_examples, untreated_examples
 from churn.logs import setup_logging
 from churn.model import load_calibration, load_membership, trained_on
@@ -276,16 +276,17 @@ def compare(
     return out
 
 
-def build_report(settings: Settings, args: argparse.Namespace) -> PerformanceReport:
-    since = parse_since(args.since)
+def build_report(settings: Settings, options: PerformanceOptions) -> PerformanceReport:
+    since = options.since
     try:
         registry = read_registry(settings.registry_path, settings.model_name)
     except RegistryError as exc:
         raise InputError(str(exc)) from None
-    served, scan = collect(settings, since, args.max_bad_fraction)
+    served, scan = collect(settings, since, options.max_bad_fraction)
     if not served:
         raise NoPredictions(
-            f"no predictions in {settings.predictions_dir}" + (f" since {args.since}" if args.since else "")
+            f"no predictions in {settings.predictions_dir}"
+            + (f" since {options.since_text}" if options.since_text else "")
         )
     treatment = Treatment()
     outcomes = labelled(settings, since, treatment)
@@ -301,23 +302,23 @@ def build_report(settings: Settings, args: argparse.Namespace) -> PerformanceRep
             role = f"candidate ({candidate['mode']})"
         else:
             role = "earlier"
-        entry = evaluate_version(settings, tag, role, s, outcomes.get(key), registry, args.min_labels)
+        entry = evaluate_version(settings, tag, role, s, outcomes.get(key), registry, options.min_labels)
         if key.startswith("shadow:"):
             entry.agreement = round(s.agree / max(1, len(s.proba)), 4)
         models[key] = entry
     problems = [f"{tag}: {w}" for tag, m in models.items() for w in m.warnings]
     below = []
-    if args.fail_below_auc is not None:
+    if options.fail_below_auc is not None:
         for tag, m in models.items():
             auc = (m.realized or {}).get("roc_auc")
-            if auc is not None and auc < args.fail_below_auc:
+            if auc is not None and auc < options.fail_below_auc:
                 below.append(tag)
-                problems.append(f"{tag}: realized ROC AUC {auc:.3f} < {args.fail_below_auc}")
+                problems.append(f"{tag}: realized ROC AUC {auc:.3f} < {options.fail_below_auc}")
     created = dt.datetime.now(dt.UTC)
     return PerformanceReport(
         created=created.isoformat(timespec="seconds").replace("+00:00", "Z"),
         since=since.isoformat() if since else None,
-        min_labels=args.min_labels,
+        min_labels=options.min_labels,
         estimate_band=BAND,
         current=current,
         candidate=candidate,
@@ -402,7 +403,22 @@ def write(settings: Settings, report: PerformanceReport, output_dir: Path | None
     return folder
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
+@dataclass(frozen=True)
+class PerformanceOptions:
+    """The command's options, checked (see the module's docstring)."""
+
+    since: dt.datetime | None  # None: every prediction in the log
+    since_text: str | None  # --since as given, for messages
+    output_dir: Path | None  # None: a new folder under $MLOPS_HOME/reports/
+    min_labels: int
+    fail_below_auc: float | None
+    alert: bool
+    allow_no_verdict: bool
+    max_bad_fraction: float
+
+
+def parse_options(argv: list[str] | None) -> PerformanceOptions:
+    """SystemExit (code 2, the problem on stderr) on a bad option, as argparse does."""
     parser = argparse.ArgumentParser(
         prog="python -m monitoring.performance", description=__doc__.splitlines()[0]
     )
@@ -428,19 +444,20 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--allow-no-verdict", action="store_true", help="no predictions in the window is exit 0"
     )
     add_max_bad_fraction(parser)
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    since = value_or_exit(parser, parse_since, args.since)
+    return options_from(PerformanceOptions, args, since=since, since_text=args.since)
 
 
-def check(argv: list[str] | None = None) -> tuple[int, PerformanceSummary | PerformanceNoVerdict | None]:
-    """The command but its last line: the exit code and the summary (None: bad input, told on
-    stderr). SystemExit on bad options or settings, as argparse does."""
-    args = parse_args(argv)
+def check(options: PerformanceOptions) -> tuple[int, PerformanceSummary | PerformanceNoVerdict | None]:
+    """The command but its option parsing and its last line: the exit code and the summary (None:
+    bad input, told on stderr). SystemExit on bad settings."""
     settings = settings_or_exit()
     log = setup_logging(settings, "performance").getChild("performance")
     try:
-        report = build_report(settings, args)
+        report = build_report(settings, options)
     except NoPredictions as exc:
-        if not args.allow_no_verdict:
+        if not options.allow_no_verdict:
             print(f"error: {exc}", file=sys.stderr)
             return 2, None
         print(f"no verdict: {exc}", file=sys.stderr)
@@ -448,7 +465,7 @@ def check(argv: list[str] | None = None) -> tuple[int, PerformanceSummary | Perf
     except InputError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2, None
-    folder = write(settings, report, args.output_dir)
+    folder = write(settings, report, options.output_dir)
     summary: PerformanceSummary = {
         "models": {tag: version_summary(m).model_dump() for tag, m in report.models.items()},
         "report": str(folder / PERFORMANCE_REPORT_JSON),
@@ -466,7 +483,7 @@ def check(argv: list[str] | None = None) -> tuple[int, PerformanceSummary | Perf
     for problem in report.problems:
         print(f"problem: {problem}", file=sys.stderr)
     print(f"report: {folder / REPORT_HTML}", file=sys.stderr)
-    if args.alert:
+    if options.alert:
         summary["alert"] = alert_if_configured(
             settings, summary | {"problems": report.problems}, bool(report.problems), "no problem", log
         )
@@ -474,7 +491,7 @@ def check(argv: list[str] | None = None) -> tuple[int, PerformanceSummary | Perf
 
 
 def main(argv: list[str] | None = None) -> int:
-    code, summary = check(argv)
+    code, summary = check(parse_options(argv))
     if summary is not None:
         print(json.dumps(summary))
     return code

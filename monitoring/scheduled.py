@@ -21,15 +21,15 @@ from monitoring import drift, performance
 DRIFT_ARGS = ["--since", "24h", "--alert", "--allow-no-verdict"]
 PERFORMANCE_ARGS = ["--since", "30d", "--alert", "--allow-no-verdict"]
 
-# A command's check: its exit code and summary (churn.reports: DriftSummary, PerformanceSummary or
-# their no-verdict forms; None on bad input).
-Check = Callable[[list[str]], tuple[int, Mapping[str, Any] | None]]
+# A command's check, its options parsed: its exit code and summary (churn.reports: DriftSummary,
+# PerformanceSummary or their no-verdict forms; None on bad input).
+Check = Callable[[], tuple[int, Mapping[str, Any] | None]]
 
 
-def _run(check: Check, args: list[str]) -> tuple[int, Mapping[str, Any] | None]:
+def _run(check: Check) -> tuple[int, Mapping[str, Any] | None]:
     try:
-        code, summary = check(args)
-    except SystemExit as exc:  # argparse or settings: a message is already on stderr
+        code, summary = check()
+    except SystemExit as exc:  # options or settings: a message is already on stderr
         return (exc.code if isinstance(exc.code, int) else 2), None
     if summary is not None:
         print(json.dumps(summary))  # the command's own last line
@@ -40,8 +40,9 @@ def main(argv: list[str] | None = None) -> int:
     if argv:
         print(f"usage: python -m monitoring.scheduled (no arguments; got {argv})", file=sys.stderr)
         return 2
-    drift_code, drift_summary = _run(drift.check, DRIFT_ARGS)
-    perf_code, perf_summary = _run(performance.check, PERFORMANCE_ARGS)
+    # Each command's options parsed just before it runs: --since counts back from then.
+    drift_code, drift_summary = _run(lambda: drift.check(drift.parse_options(DRIFT_ARGS)))
+    perf_code, perf_summary = _run(lambda: performance.check(performance.parse_options(PERFORMANCE_ARGS)))
     print(json.dumps({"drift": drift_summary, "performance": perf_summary}))
     return max(drift_code, perf_code)
 

@@ -22,16 +22,30 @@ import argparse
 import json
 import signal
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 from churn.batch import MAX_BAD_ROWS_FRACTION, BatchInputError, Shard, run_batch
-from churn.cli import reasons_count, shard_spec, share
+from churn.cli import options_from, reasons_count, shard_spec, share
 from churn.logs import setup_logging
 from churn.model import ModelUnavailable
 from churn.settings import settings_or_exit
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
+@dataclass(frozen=True)
+class BatchOptions:
+    """The command's options, checked (see the module's docstring)."""
+
+    input: Path
+    output: Path
+    model: str | None  # None: the registry's current model
+    reasons: int  # 0: none
+    shard: Shard
+    max_bad_fraction: float
+
+
+def parse_options(argv: list[str] | None) -> BatchOptions:
+    """SystemExit (code 2, the problem on stderr) on a bad option, as argparse does."""
     parser = argparse.ArgumentParser(prog="python -m scoring.batch", description=__doc__.splitlines()[0])
     parser.add_argument("--input", type=Path, required=True, help="customers: .csv, .csv.gz or .parquet")
     parser.add_argument("--output", type=Path, required=True, help="scores: .csv or .parquet")
@@ -48,11 +62,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=MAX_BAD_ROWS_FRACTION,
         help="tolerated share of rows that fail validation (default %(default)s)",
     )
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    return options_from(BatchOptions, args, shard=Shard(*args.shard))
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
+def run(options: BatchOptions) -> int:
+    """The command but its option parsing. SystemExit on bad settings."""
     settings = settings_or_exit()
     log = setup_logging(settings, "batch").getChild("batch")
     # A Job deleted or evicted gets SIGTERM: exit through the cleanup, which leaves no partial file.
@@ -60,12 +75,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         summary = run_batch(
             settings,
-            args.input,
-            args.output,
-            tag=args.model,
-            reasons=args.reasons,
-            shard=Shard(*args.shard),
-            max_bad_fraction=args.max_bad_fraction,
+            options.input,
+            options.output,
+            tag=options.model,
+            reasons=options.reasons,
+            shard=options.shard,
+            max_bad_fraction=options.max_bad_fraction,
             progress_stream=sys.stderr,
         )
     except BatchInputError as exc:
@@ -85,6 +100,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(json.dumps(summary.as_dict()))
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run(parse_options(argv))
 
 
 if __name__ == "__main__":
