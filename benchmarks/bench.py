@@ -505,10 +505,10 @@ def main(only_batch: bool = False) -> int:
     if only_batch:
         return batch_only(home, tag)
     os.environ.update(MLOPS_HOME=str(home), BENTOML_HOME=str(home / "bentoml"))
-    from churn.model import load_current
+    from churn.model import load_current_model
     from churn.settings import settings_from_env
 
-    model = load_current(settings_from_env(env))
+    model = load_current_model(settings_from_env(env))
     results: dict = {
         "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "machine": machine(),

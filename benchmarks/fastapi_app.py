@@ -18,7 +18,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from churn.contract import malformed_json, response_body
-from churn.model import load_current
+from churn.model import load_current_model
 from churn.schema import RecordValidationError, parse_predict_request, records_to_frame
 from churn.settings import load_settings
 
@@ -29,7 +29,7 @@ _model = {}
 
 @app.on_event("startup")
 def _load() -> None:
-    model = load_current(load_settings())
+    model = load_current_model(load_settings())
     if SCORING == "fast" and model.fast is None:
         raise RuntimeError("BENCH_SCORING=fast but the fast path refused this model")
     _model["m"] = model

@@ -32,7 +32,7 @@ import pyarrow.parquet as pq
 
 from churn.explain import top_reasons
 from churn.fastpath import Columns, records_to_columns
-from churn.model import LoadedModel, load_current, load_model, load_reference, tag_in_store
+from churn.model import LoadedModel, load_current_model, load_model, load_reference, tag_in_store
 from churn.schema import (
     FEATURE_NAMES,
     FEATURES,
@@ -687,7 +687,7 @@ def run_batch(
         raise BatchInputError(
             f"--model: {tag} is not in the model store {settings.bentoml_home_path / 'models'}"
         )
-    model = load_model(settings, tag) if tag is not None else load_current(settings)
+    model = load_model(settings, tag) if tag is not None else load_current_model(settings)
     summary = score_file(
         model,
         load_reference(settings, model.tag),

@@ -18,13 +18,13 @@ import urllib.error
 import urllib.request
 from typing import Any, Literal
 
-from churn.schema import FEATURES, ID_COLUMN, DataValidationError, read_csv
+from churn.schema import FEATURES, ID_COLUMN, DataValidationError, read_customers_csv
 
 GRPC_SERVICE = "bentoml.grpc.v1.BentoService"
 
 
 def records_from_csv(path: str, limit: int | None = None) -> list[dict[str, Any]]:
-    data = read_csv(path, require_label=False)
+    data = read_customers_csv(path, require_label=False)
     frame = data.features if limit is None else data.features.head(limit)
     records = []
     for i, row in enumerate(frame.to_dict(orient="records")):

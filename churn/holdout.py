@@ -6,7 +6,7 @@ saved customers lower, and a shadow comparison on them favours any candidate tha
 the current model. A holdout is a random share of customers, chosen by a keyed hash of their ID
 (the same customer is always in or out, whatever the version; a larger share keeps the smaller
 one's customers), that the team must not act on: their outcomes are what no action gives, the fair
-ground for the gate and the performance report (churn.feedback.untreated_mask).
+ground for the gate and the performance report (churn.outcomes.untreated_mask).
 """
 
 from __future__ import annotations

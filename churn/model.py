@@ -15,7 +15,7 @@ import pandas as pd
 
 from churn.explain import ExplainRefused, LinearReasons
 from churn.fastpath import FastScorer, verified_fast_scorer
-from churn.registry import current_tag
+from churn.model_registry import current_tag
 from churn.schema import EXAMPLE_RECORD, FEATURE_NAMES, records_to_frame
 from churn.settings import Settings
 
@@ -178,7 +178,7 @@ def _verified_fast_paths(bento_model, pipeline) -> tuple[FastScorer | None, Line
         return fast, None, str(exc)
 
 
-def load_current(settings: Settings) -> LoadedModel:
+def load_current_model(settings: Settings) -> LoadedModel:
     tag = current_tag(settings.registry_path, settings.model_name)
     if tag is None:
         raise ModelUnavailable(f"no current model in the registry {settings.registry_path}")

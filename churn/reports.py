@@ -108,7 +108,8 @@ class PerformanceReport(BaseModel):
     min_labels: int = 0
     estimate_band: float = 0.0  # warnings: estimate and realized further apart than this many standard errors
     current: str | None = None
-    candidate: dict[str, Any] | None = None  # the registry's staged candidate (churn.registry.Candidate)
+    # the registry's staged candidate (churn.model_registry.Candidate)
+    candidate: dict[str, Any] | None = None
     models: dict[str, ModelPerformance]
     comparison: Comparison | None = None
     problems: list[str] = Field(default_factory=list)

@@ -457,7 +457,7 @@ def read_raw_csv(path: str, error: type[ValueError] = DataValidationError) -> pd
         raise error(f"{path}: not a readable CSV ({str(exc).splitlines()[0]})") from None
 
 
-def read_csv(path: str, *, require_label: bool) -> ValidatedData:
+def read_customers_csv(path: str, *, require_label: bool) -> ValidatedData:
     """Read and validate a CSV; every failure is a DataValidationError with a clear message."""
     return validate_frame(read_raw_csv(path), require_label=require_label, source=str(path))
 

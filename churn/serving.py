@@ -28,13 +28,13 @@ from typing import Any, Literal
 
 import numpy as np
 
+from churn.cleanup import prune_prediction_logs
 from churn.explain import Explained, explain_scored, score_and_explain
 from churn.holdout import holdout_mask
 from churn.metrics import ServingMetrics
 from churn.model import LoadedModel, ModelUnavailable, load_model, warm_imports
+from churn.model_registry import Candidate, RegistryError, read_registry
 from churn.predictionlog import encode_lines
-from churn.registry import Candidate, RegistryError, read_registry
-from churn.retention import prune_prediction_logs
 from churn.settings import Settings
 from churn.tuning import tune_gc
 

@@ -103,7 +103,7 @@ class Settings(BaseModel):
     holdout_fraction: float = Field(0.0, ge=0, le=0.5)
     # How long after a prediction its outcome may still arrive: the prediction log is kept at
     # least this long (RETENTION_DAYS may not be shorter), and the size cap deleting younger
-    # predictions is logged as an error and counted (churn.retention).
+    # predictions is logged as an error and counted (churn.cleanup).
     label_delay_days: float = Field(30, gt=0)
     # An outcome answers the latest prediction of its customer made within this many days before
     # it (never one made after it): a churn long after the last score says nothing about it.

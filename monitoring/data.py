@@ -120,7 +120,7 @@ def normalise(raw: pd.DataFrame, source: str) -> pd.DataFrame:
     return out.reset_index(drop=True)
 
 
-def read_csv(path: Path) -> LoadedData:
+def read_drift_csv(path: Path) -> LoadedData:
     raw = read_raw_csv(str(path), InputError)
     return LoadedData(frame=normalise(raw, str(path)), source=str(path))
 
@@ -232,7 +232,9 @@ def read_prediction_log(
     return LoadedData(frame=normalise(raw, source), source=source, **counts)
 
 
-def load_current(path: Path | None, default_folder: Path, since, max_records, max_bad_fraction) -> LoadedData:
+def load_current_window(
+    path: Path | None, default_folder: Path, since, max_records, max_bad_fraction
+) -> LoadedData:
     """--current: a CSV, a prediction-log file or folder; default the service's prediction log."""
     if path is None:
         if not default_folder.is_dir():
@@ -254,7 +256,7 @@ def load_current(path: Path | None, default_folder: Path, since, max_records, ma
         raise InputError(f"{path}: no such file or folder")
     if path.suffix.lower() in JSONL_SUFFIXES:
         return read_prediction_log([path], str(path), since, max_records, max_bad_fraction)
-    data = read_csv(path)
+    data = read_drift_csv(path)
     if max_records is not None and len(data.frame) > max_records:
         data.frame = data.frame.tail(max_records).reset_index(drop=True)
     return data

@@ -29,13 +29,20 @@ from pathlib import Path
 from churn.cli import open_unit, options_from, positive_int, value_or_exit
 from churn.logs import setup_logging
 from churn.model import ModelUnavailable, load_reference
-from churn.registry import RegistryError, current_tag
+from churn.model_registry import RegistryError, current_tag
 from churn.reports import DriftNoVerdict, DriftReport, DriftSummary
 from churn.settings import Settings, settings_or_exit
 from monitoring.alert import alert_if_configured
-from monitoring.data import InputError, add_max_bad_fraction, load_current, normalise, parse_since, read_csv
+from monitoring.data import (
+    InputError,
+    add_max_bad_fraction,
+    load_current_window,
+    normalise,
+    parse_since,
+    read_drift_csv,
+)
 from monitoring.detector import detect
-from monitoring.report import REPORT_HTML, REPORT_JSON, point_latest, write_report
+from monitoring.report import DRIFT_REPORT_HTML, REPORT_JSON, point_latest, write_report
 
 MIN_CURRENT_ROWS = 50
 
@@ -94,7 +101,7 @@ def parse_options(argv: list[str] | None) -> DriftOptions:
 
 
 def run(settings: Settings, options: DriftOptions, log) -> tuple[int, DriftSummary]:
-    current = load_current(
+    current = load_current_window(
         options.current,
         settings.predictions_dir,
         options.since,
@@ -108,7 +115,7 @@ def run(settings: Settings, options: DriftOptions, log) -> tuple[int, DriftSumma
     except RegistryError as exc:
         raise InputError(str(exc)) from None
     if options.reference is not None:
-        reference = read_csv(options.reference).frame
+        reference = read_drift_csv(options.reference).frame
     else:
         if model is None:
             raise InputError("no current model in the registry, so no stored reference: pass --reference")
@@ -152,7 +159,7 @@ def run(settings: Settings, options: DriftOptions, log) -> tuple[int, DriftSumma
         "n_current": int(n_current),
         "drifted_features": result.drifted,
         "report": str(folder / REPORT_JSON),
-        "html": str(folder / REPORT_HTML),
+        "html": str(folder / DRIFT_REPORT_HTML),
         "model": model,
     }
     listed = ": " + ", ".join(result.drifted) if result.drifted else ""
@@ -164,7 +171,7 @@ def run(settings: Settings, options: DriftOptions, log) -> tuple[int, DriftSumma
     )
     if unseen:
         print(f"unseen categories: {json.dumps(unseen)}", file=sys.stderr)
-    print(f"report: {folder / REPORT_HTML}", file=sys.stderr)
+    print(f"report: {folder / DRIFT_REPORT_HTML}", file=sys.stderr)
 
     if options.alert:
         summary["alert"] = alert_if_configured(settings, summary, bool(result.drift), "no drift", log)

@@ -8,7 +8,7 @@ The CSV is what a CRM exports: `customerID`, `Churn` (Yes/No) and, optionally, `
 empty) and `treated` (Yes: the retention team acted on the customer; No; empty: unknown; see
 churn.holdout). Other columns are ignored. Each outcome is joined with the latest logged prediction for
 its customer made before `observed_at` and within PREDICTION_HORIZON_DAYS of it, and stored under
-$MLOPS_HOME/feedback/ (churn.feedback: identity, corrections, history), atomically. Outcomes that
+$MLOPS_HOME/feedback/ (churn.outcomes: identity, corrections, history), atomically. Outcomes that
 answered no prediction yet are retried at every ingestion while their horizon lasts: a prediction
 that reached the log after its outcome still joins. The log is streamed once per ingestion, and
 memory is bounded by the number of outcomes, not by the log.
@@ -42,8 +42,10 @@ from pathlib import Path
 
 import orjson
 
+from churn.cleanup import BUSY_SECONDS
 from churn.cli import options_from
-from churn.feedback import (
+from churn.logs import setup_logging
+from churn.outcomes import (
     LabelledExample,
     example_key,
     ingest_lock,
@@ -51,9 +53,7 @@ from churn.feedback import (
     outcome_key,
     write_examples,
 )
-from churn.logs import setup_logging
 from churn.predictionlog import customer_of, decode_line, line_time
-from churn.retention import BUSY_SECONDS
 from churn.schema import ID_COLUMN, LABEL_COLUMN, LABEL_VALUES, read_raw_csv
 from churn.settings import Settings, settings_or_exit
 from churn.utctime import format_time, parse_time

@@ -37,10 +37,10 @@ from typing import Any
 import numpy as np
 
 from churn.cli import open_unit, options_from, positive_int, value_or_exit
-from churn.feedback import iter_examples, untreated_examples
 from churn.logs import setup_logging
 from churn.model import load_calibration, load_membership, trained_on
-from churn.registry import RegistryData, RegistryError, read_registry
+from churn.model_registry import RegistryData, RegistryError, read_registry
+from churn.outcomes import iter_examples, untreated_examples
 from churn.reports import (
     LATEST_PERFORMANCE,
     PERFORMANCE_REPORT_JSON,
@@ -75,7 +75,7 @@ from monitoring.estimation import (
 )
 from monitoring.report import point_latest, write_report_folder
 
-REPORT_HTML = "performance_report.html"
+PERFORMANCE_REPORT_HTML = "performance_report.html"
 MIN_PREDICTIONS = 50  # fewer, and a version gets no estimate either
 CHUNKS = 8  # points per version on the report's plots
 SHOWN = ("roc_auc", "f1", "precision", "recall", "log_loss", "brier", "pr_auc")
@@ -336,7 +336,7 @@ class NoPredictions(InputError):
     """Nothing to report on: no predictions in the window."""
 
 
-def render_html(report: dict[str, Any]) -> str:
+def render_performance_html(report: dict[str, Any]) -> str:
     """`report`: as its file has it (PerformanceReport's dump)."""
     import jinja2
 
@@ -396,8 +396,10 @@ def png_base64(fig) -> str:
 def write(settings: Settings, report: PerformanceReport, output_dir: Path | None) -> Path:
     created = dt.datetime.fromisoformat(report.created.replace("Z", "+00:00"))
     folder = output_dir or settings.reports_dir / f"{created.strftime('%Y%m%dT%H%M%SZ')}-performance"
-    html = render_html(report.model_dump(exclude_unset=True))
-    folder = write_report_folder({PERFORMANCE_REPORT_JSON: report_json(report), REPORT_HTML: html}, folder)
+    html = render_performance_html(report.model_dump(exclude_unset=True))
+    folder = write_report_folder(
+        {PERFORMANCE_REPORT_JSON: report_json(report), PERFORMANCE_REPORT_HTML: html}, folder
+    )
     if output_dir is None:
         point_latest(settings.reports_dir, folder, LATEST_PERFORMANCE)
     return folder
@@ -469,7 +471,7 @@ def check(options: PerformanceOptions) -> tuple[int, PerformanceSummary | Perfor
     summary: PerformanceSummary = {
         "models": {tag: version_summary(m).model_dump() for tag, m in report.models.items()},
         "report": str(folder / PERFORMANCE_REPORT_JSON),
-        "html": str(folder / REPORT_HTML),
+        "html": str(folder / PERFORMANCE_REPORT_HTML),
     }
     for tag, m in report.models.items():
         real = m.realized or {}
@@ -482,7 +484,7 @@ def check(options: PerformanceOptions) -> tuple[int, PerformanceSummary | Perfor
         )
     for problem in report.problems:
         print(f"problem: {problem}", file=sys.stderr)
-    print(f"report: {folder / REPORT_HTML}", file=sys.stderr)
+    print(f"report: {folder / PERFORMANCE_REPORT_HTML}", file=sys.stderr)
     if options.alert:
         summary["alert"] = alert_if_configured(
             settings, summary | {"problems": report.problems}, bool(report.problems), "no problem", log

@@ -20,7 +20,7 @@ from churn.reports import DRIFT_REPORT_JSON, LATEST_DRIFT, DriftReport, report_j
 from churn.schema import FEATURES_BY_NAME
 
 REPORT_JSON = DRIFT_REPORT_JSON
-REPORT_HTML = "drift_report.html"
+DRIFT_REPORT_HTML = "drift_report.html"
 REPORT_PROM = "drift_metrics.prom"
 
 
@@ -91,7 +91,7 @@ def drift_chart(name: str, reference: pd.DataFrame, current: pd.DataFrame) -> Ch
     )
 
 
-def render_html(report: DriftReport, reference: pd.DataFrame, current: pd.DataFrame) -> str:
+def render_drift_html(report: DriftReport, reference: pd.DataFrame, current: pd.DataFrame) -> str:
     import jinja2
 
     data = report.model_dump(exclude_unset=True)  # the template reads the report as its file has it
@@ -113,7 +113,7 @@ def write_report(
     return write_report_folder(
         {
             REPORT_JSON: report_json(report),
-            REPORT_HTML: render_html(report, reference, current),
+            DRIFT_REPORT_HTML: render_drift_html(report, reference, current),
             REPORT_PROM: drift_textfile(report),
         },
         output_dir,

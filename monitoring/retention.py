@@ -1,5 +1,5 @@
 """Delete state past its retention: prediction logs (by age and total size), reports and application
-logs (by age), outcome files (by their own age). See churn.retention for the rules.
+logs (by age), outcome files (by their own age). See churn.cleanup for the rules.
 
     python -m monitoring.retention
 
@@ -13,8 +13,8 @@ from __future__ import annotations
 import json
 import sys
 
+from churn.cleanup import apply_retention
 from churn.logs import setup_logging
-from churn.retention import apply_retention
 from churn.settings import settings_or_exit
 
 

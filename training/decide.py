@@ -33,10 +33,10 @@ from typing import Any
 import numpy as np
 
 from churn.cli import positive_int
-from churn.feedback import iter_examples, untreated_examples
 from churn.logs import setup_logging
 from churn.model import load_membership, trained_on
-from churn.registry import Registry, RegistryError
+from churn.model_registry import Registry, RegistryError
+from churn.outcomes import iter_examples, untreated_examples
 from churn.settings import Settings, settings_or_exit
 from churn.utctime import parse_time
 from training.gate import TooFewOutcomes, compare_paired, compare_unpaired, sequential_design

@@ -32,7 +32,7 @@ import numpy as np
 from scipy.stats import norm, rankdata
 
 from churn.evaluation import EPS, classification_metrics
-from churn.registry import SequentialDesign
+from churn.model_registry import SequentialDesign
 from churn.settings import DEFAULT_GATE_MIN_CLASS_COUNT
 
 ALPHA = 0.05

@@ -23,7 +23,7 @@ import time
 
 from churn.cli import fraction, positive_seconds
 from churn.model import ModelUnavailable, get_store_model, list_store_models, load_model, tag_in_store
-from churn.registry import CANDIDATE_MODES, Registry, RegistryError, current_stack
+from churn.model_registry import CANDIDATE_MODES, Registry, RegistryError, current_stack
 from churn.settings import Settings, settings_or_exit
 
 

@@ -37,15 +37,15 @@ import numpy as np
 import pandas as pd
 
 from churn.cli import fraction, positive_int
-from churn.feedback import LabelledExample, iter_examples, untreated_examples
 from churn.logs import setup_logging
 from churn.model import ModelUnavailable, load_membership, load_model, trained_on
-from churn.registry import CANDIDATE_MODES, Registry, RegistryError
+from churn.model_registry import CANDIDATE_MODES, Registry, RegistryError
+from churn.outcomes import LabelledExample, iter_examples, untreated_examples
 from churn.schema import (
     FEATURE_NAMES,
     DataValidationError,
     ValidatedData,
-    read_csv,
+    read_customers_csv,
     records_to_frame,
 )
 from churn.settings import Settings, settings_or_exit
@@ -121,7 +121,7 @@ def retrain(settings: Settings, args: argparse.Namespace, log) -> dict[str, Any]
         )
         log.info(reason)
         return {"tag": None, "promoted": False, "skipped": True, "reason": reason, "evaluation": None}
-    base = read_csv(str(args.data), require_label=True)
+    base = read_customers_csv(str(args.data), require_label=True)
     train_part, window = split_examples(examples, args.seed)
     # The champion is not judged on customers it was fitted on (issue 20.4); the challenger never
     # trains on the window's customers at all.

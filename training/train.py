@@ -26,19 +26,19 @@ import pandas as pd
 from churn.evaluation import classification_metrics
 from churn.logs import setup_logging
 from churn.model import customer_hashes
-from churn.registry import ANY, Registry, RegistryError
+from churn.model_registry import ANY, Registry, RegistryError
 from churn.schema import (
     CATEGORICAL_FEATURES,
     NUMERIC_FEATURES,
     DataValidationError,
     ValidatedData,
-    read_csv,
+    read_customers_csv,
     schema_dict,
 )
 from churn.settings import Settings, settings_or_exit
 from churn.utctime import utc_now
-from training.evaluate import choose_threshold
 from training.policy import OVERRIDES, Promotion, promotion
+from training.threshold import choose_threshold
 
 DEFAULT_DATA = Path(__file__).resolve().parent.parent / "data" / "telco_churn.csv"
 TEST_SIZE = 0.2
@@ -100,7 +100,7 @@ def train(settings: Settings, data_path: Path, seed: int, log, build=build_pipel
     """Validate the file, fit and evaluate; writes nothing. `build(seed)` makes the unfitted
     pipeline (tests pass others)."""
     log.info("reading %s", data_path)
-    data = read_csv(str(data_path), require_label=True)
+    data = read_customers_csv(str(data_path), require_label=True)
     return fit(data, {"file": data_path.name, "sha256": sha256_of(data_path)}, seed, log, build)
 
 

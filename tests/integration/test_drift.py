@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 from sklearn.model_selection import train_test_split
 
-from churn.schema import FEATURE_NAMES, read_csv
+from churn.schema import FEATURE_NAMES, read_customers_csv
 from churn.serving import PredictionLog, ScoreResult
 from churn.settings import settings_from_env
 from tests.support import DATA, last_json_line, run_cli, state_env, train
@@ -182,7 +182,7 @@ def read_csv_frame(frame: pd.DataFrame) -> pd.DataFrame:
         path = Path(fh.name)
     frame.to_csv(path, index=False)
     try:
-        return read_csv(str(path), require_label=False).features
+        return read_customers_csv(str(path), require_label=False).features
     finally:
         path.unlink()
 

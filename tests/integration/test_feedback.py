@@ -138,7 +138,7 @@ def test_unreadable_files_exit_2(tmp_path):
 
 def current(home) -> dict[str, dict]:
     """The outcomes as the gate and the reports read them (one per identity), by customer."""
-    from churn.feedback import iter_examples
+    from churn.outcomes import iter_examples
 
     out: dict[str, dict] = {}
     for e in iter_examples(settings_from_env(state_env(home))):

@@ -14,7 +14,7 @@ import pytest
 from churn.client import records_from_csv
 from churn.evaluation import classification_metrics
 from churn.model import load_calibration, load_model
-from churn.schema import read_csv
+from churn.schema import read_customers_csv
 from churn.settings import settings_from_env
 from monitoring.estimation import estimate, fit_calibrator
 from tests.support import DATA, Server, http, last_json_line, run_cli, state_env, train, wait_for
@@ -69,7 +69,7 @@ def test_the_report_computes_from_what_was_served_and_what_came_back(served):
     assert model["n_predictions"] == n and model["n_labelled"] == n
     settings = settings_from_env(state_env(home))
     loaded = load_model(settings, tag)
-    held = read_csv(str(folder / "held_out.csv"), require_label=True)
+    held = read_customers_csv(str(folder / "held_out.csv"), require_label=True)
     proba = loaded.predict_proba(held.features)
     realized = classification_metrics(held.label.to_numpy(), proba, loaded.threshold)
     cal = load_calibration(settings, tag)

@@ -11,9 +11,9 @@ import pandas as pd
 import pytest
 
 from churn.client import records_from_csv
-from churn.feedback import LabelledExample
-from churn.registry import Registry
-from churn.schema import read_csv
+from churn.model_registry import Registry
+from churn.outcomes import LabelledExample
+from churn.schema import read_customers_csv
 from tests.support import DATA, ROOT, Server, http, last_json_line, run_cli, state_env, train
 from training.retrain import EVAL_FRACTION, split_examples, training_data
 
@@ -50,7 +50,7 @@ def test_the_evaluation_window_is_the_newest_outcomes_and_never_trained_on():
     # ties (same observed_at) are split by the seed, the same way every time
     assert [e["customerID"] for e in split_examples(examples, seed=1)[1]] == [e["customerID"] for e in window]
     # and the base data's rows of the window's customers are left out too
-    base = read_csv(str(DATA), require_label=True)
+    base = read_customers_csv(str(DATA), require_label=True)
     data = training_data(base, train_part, window)
     held = {e["customerID"] for e in window} & set(base.ids)
     assert len(data.features) == len(base.features) - len(held) + len(train_part)
@@ -143,7 +143,7 @@ def test_without_a_current_model_there_is_nothing_to_compare(tmp_path):
 MEANWHILE = """
 import dataclasses, sys
 import training.retrain as retrain
-from churn.registry import Registry
+from churn.model_registry import Registry
 from churn.settings import load_settings
 
 real = retrain.compare_paired
@@ -187,8 +187,8 @@ def test_a_promote_during_retraining_stands(labelled_home):
 def test_each_version_records_whom_it_was_fitted_on_and_is_not_judged_on_them(labelled_home):
     """Issue 20.4: the challenger's training membership holds the customers it learned and none of
     the window's; a champion fitted on the window's customers is not compared on them."""
-    from churn.feedback import iter_examples
     from churn.model import load_membership, trained_on
+    from churn.outcomes import iter_examples
     from churn.settings import settings_from_env
 
     home, first = labelled_home

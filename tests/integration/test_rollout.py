@@ -17,7 +17,7 @@ import pytest
 
 from churn.client import predict_grpc, records_from_csv
 from churn.model import get_store_model
-from churn.registry import Registry
+from churn.model_registry import Registry
 from churn.schema import records_to_frame
 from churn.settings import settings_from_env
 from tests.support import DATA, LoadClients, Server, http, last_json_line, run_cli, state_env, train

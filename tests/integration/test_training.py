@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from churn.model import REFERENCE_KEY, get_store_model, load_model
-from churn.registry import Registry
+from churn.model_registry import Registry
 from churn.schema import FEATURE_NAMES
 from churn.settings import settings_from_env
 from tests.support import DATA, ROOT, last_json_line, run_cli, state_env, train

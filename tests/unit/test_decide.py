@@ -12,7 +12,7 @@ import pytest
 
 import training.decide as decide_module
 from churn.model import customer_hashes
-from churn.registry import Registry
+from churn.model_registry import Registry
 from churn.settings import settings_from_env
 from churn.utctime import utc_now
 from training.gate import compare_paired

@@ -11,7 +11,7 @@ from sklearn.model_selection import train_test_split
 
 from churn.explain import ExplainRefused, LinearReasons, explain_scored, parse_explain, top_reasons
 from churn.fastpath import FastScorer
-from churn.schema import FEATURE_NAMES, RecordValidationError, read_csv
+from churn.schema import FEATURE_NAMES, RecordValidationError, read_customers_csv
 from tests.models import unsupported_pipeline
 from tests.support import DATA, ROOT
 from training.train import build_pipeline
@@ -21,7 +21,7 @@ SHAP_PYTHON = ROOT / ".venv-shap" / "bin" / "python"
 
 @pytest.fixture(scope="module")
 def fitted():
-    data = read_csv(str(DATA), require_label=True)
+    data = read_customers_csv(str(DATA), require_label=True)
     X_train, X_test, y_train, _ = train_test_split(data.features, data.label, test_size=0.2, random_state=0)
     pipeline = build_pipeline(0).fit(X_train, y_train)
     return pipeline, X_train.reset_index(drop=True), X_test.reset_index(drop=True)
@@ -137,7 +137,7 @@ def test_explain_option_refuses_anything_else_naming_the_field(value):
 
 def test_a_pipeline_the_fast_path_refuses_cannot_be_explained_and_says_why(fitted):
     _, reference, _ = fitted
-    data = read_csv(str(DATA), require_label=True)
+    data = read_customers_csv(str(DATA), require_label=True)
     X, _, y, _ = train_test_split(data.features, data.label, test_size=0.2, random_state=0)
     pipeline = unsupported_pipeline(0).fit(X, y)
     with pytest.raises(ExplainRefused, match="numeric preprocessing"):

@@ -5,14 +5,14 @@ import pytest
 from sklearn.model_selection import train_test_split
 
 from churn.fastpath import FastScorer, records_to_columns, verified_fast_scorer
-from churn.schema import EXAMPLE_RECORD, parse_predict_request, read_csv, records_to_frame
+from churn.schema import EXAMPLE_RECORD, parse_predict_request, read_customers_csv, records_to_frame
 from tests.support import DATA
 from training.train import build_pipeline
 
 
 @pytest.fixture(scope="module")
 def fitted():
-    data = read_csv(str(DATA), require_label=True)
+    data = read_customers_csv(str(DATA), require_label=True)
     X_train, X_test, y_train, _ = train_test_split(data.features, data.label, test_size=0.2, random_state=0)
     return build_pipeline(0).fit(X_train, y_train), X_test
 

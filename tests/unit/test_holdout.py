@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from churn.feedback import untreated_mask
 from churn.holdout import holdout_mask
+from churn.outcomes import untreated_mask
 from training.gate import TooFewOutcomes, compare_paired
 
 N = 10_000

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from churn.registry import Registry, RegistryError, current_tag
+from churn.model_registry import Registry, RegistryError, current_tag
 
 
 def info(auc):
@@ -97,7 +97,7 @@ def test_concurrent_processes_lose_no_entry(tmp_path):
 
 WRITER = """
 import sys
-from churn.registry import Registry
+from churn.model_registry import Registry
 reg = Registry(sys.argv[1], "churn_model")
 i = 0
 while True:

@@ -10,7 +10,7 @@ import tracemalloc
 import numpy as np
 import pytest
 
-from churn.retention import DAY, apply_retention, prune_prediction_logs
+from churn.cleanup import DAY, apply_retention, prune_prediction_logs
 from churn.schema import EXAMPLE_RECORD, parse_predict_request
 from churn.serving import PredictionLog, ScoreResult
 from churn.settings import settings_from_env
@@ -129,7 +129,7 @@ def test_the_size_cap_deleting_predictions_younger_than_the_label_delay_is_loud(
     aged(tmp_path / "h-1-20261001-0000.jsonl", 1000, 40)  # older than the delay: a quiet deletion
     aged(tmp_path / "h-1-20261120-0000.jsonl", 1000, 10)  # younger: loud
     aged(tmp_path / "h-1-20261129-0000.jsonl", 1000, 1)
-    with caplog.at_level("INFO", logger="churn.retention"):
+    with caplog.at_level("INFO", logger="churn.cleanup"):
         pruned = prune_prediction_logs(tmp_path, max_total_bytes=1500, now=NOW, label_delay_seconds=30 * DAY)
     assert pruned.files == {"predictions": 2} and pruned.premature == 1
     assert count() - before == 1

@@ -14,7 +14,7 @@ from churn.schema import (
     DataValidationError,
     RecordValidationError,
     parse_predict_request,
-    read_csv,
+    read_customers_csv,
     records_to_frame,
     validate_frame,
 )
@@ -99,7 +99,7 @@ def test_error_list_is_capped_for_huge_garbage():
 
 
 def test_data_file_validates_and_blank_total_charges_become_zero_for_new_customers():
-    data = read_csv(str(DATA), require_label=True)
+    data = read_customers_csv(str(DATA), require_label=True)
     assert len(data.features) == 7043
     assert data.label.sum() == 1869
     assert (data.features.loc[data.features["tenure"] == 0, "TotalCharges"] == 0).all()
@@ -138,15 +138,15 @@ def test_bad_data_names_column_and_first_bad_row(mutate, pattern):
 
 def test_unreadable_files(tmp_path):
     with pytest.raises(DataValidationError, match="no such file"):
-        read_csv(str(tmp_path / "nope.csv"), require_label=True)
+        read_customers_csv(str(tmp_path / "nope.csv"), require_label=True)
     empty = tmp_path / "empty.csv"
     empty.write_text("")
     with pytest.raises(DataValidationError, match="empty file"):
-        read_csv(str(empty), require_label=True)
+        read_customers_csv(str(empty), require_label=True)
     garbage = tmp_path / "garbage.csv"
     garbage.write_bytes(bytes(range(256)) * 20)
     with pytest.raises(DataValidationError):
-        read_csv(str(garbage), require_label=True)
+        read_customers_csv(str(garbage), require_label=True)
 
 
 BODIES = [

@@ -27,7 +27,7 @@ from churn.settings import Settings
 
 BUSY_SECONDS = 60.0  # a file modified this recently may be open for appending by another process
 DAY = 86400.0
-log = logging.getLogger("churn.retention")
+log = logging.getLogger("churn.cleanup")
 
 
 @lru_cache(maxsize=1)
