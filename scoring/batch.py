@@ -25,7 +25,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from churn.batch import MAX_BAD_ROWS_FRACTION, BatchInputError, Shard, run_batch
+from churn.batch_scoring import MAX_BAD_ROWS_FRACTION, BatchInputError, Shard, run_batch
 from churn.cli import options_from, reasons_count, shard_spec, share
 from churn.logs import setup_logging
 from churn.model import ModelUnavailable

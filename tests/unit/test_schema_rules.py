@@ -1,6 +1,6 @@
 """Every rule of the Feature table is honoured alike by every path that checks values: a request's
 value by value (`_check_value`) and column-wise (`_all_valid`), a data file's (validate_frame)
-and a batch file's (churn.batch.check_block). The cases are made from the table, so a rule added
+and a batch file's (churn.batch_scoring.check_block). The cases are made from the table, so a rule added
 or changed there is tested here without an edit."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
-from churn.batch import check_block
+from churn.batch_scoring import check_block
 from churn.schema import (
     EXAMPLE_RECORD,
     FEATURE_NAMES,
