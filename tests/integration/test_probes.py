@@ -43,7 +43,7 @@ def poll(probe):  # one prober per probe, as the kubelet has: the next poll at t
                 answer = http("GET", target + probe, timeout=timeout)[0]
         except Exception as exc:
             answer = type(exc).__name__
-        line = json.dumps([probe, answer, time.monotonic() - t]) + "\n"
+        line = json.dumps([probe, answer, time.monotonic() - t]) + "\\n"
         with lock:  # print() writes the line and its newline apart: two probers' lines could merge
             sys.stdout.write(line)
             sys.stdout.flush()
