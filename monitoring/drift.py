@@ -26,6 +26,8 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+import pandas as pd
+
 from churn.cli import open_unit, options_from, positive_int, value_or_exit
 from churn.logs import setup_logging
 from churn.model import ModelUnavailable, load_reference
@@ -35,13 +37,14 @@ from churn.settings import Settings, settings_or_exit
 from monitoring.alert import alert_if_configured
 from monitoring.data import (
     InputError,
+    LoadedData,
     add_max_bad_fraction,
     load_current_window,
     normalise,
     parse_since,
     read_drift_csv,
 )
-from monitoring.detector import detect
+from monitoring.detector import DriftResult, detect
 from monitoring.report import DRIFT_REPORT_HTML, REPORT_JSON, point_latest, write_report
 
 MIN_CURRENT_ROWS = 50
@@ -100,6 +103,47 @@ def parse_options(argv: list[str] | None) -> DriftOptions:
     return options_from(DriftOptions, args, since=value_or_exit(parser, parse_since, args.since))
 
 
+def _load_drift_reference(settings: Settings, path: Path | None, model: str | None) -> pd.DataFrame:
+    """--reference, else the training sample stored with the current model."""
+    if path is not None:
+        return read_drift_csv(path).frame
+    if model is None:
+        raise InputError("no current model in the registry, so no stored reference: pass --reference")
+    try:
+        return normalise(load_reference(settings, model), f"reference of {model}")
+    except ModelUnavailable as exc:
+        raise InputError(str(exc)) from None
+
+
+def _require_enough_rows(current: LoadedData, reference: pd.DataFrame) -> None:
+    """NoVerdict on too few current records (expected of a quiet window), InputError on too few
+    reference rows (a broken reference)."""
+    n_current = len(current.frame)
+    if n_current < MIN_CURRENT_ROWS:
+        raise NoVerdict(
+            f"only {n_current} current record(s) in {current.source}: at least {MIN_CURRENT_ROWS} are needed "
+            "for a verdict (a drift test on a handful of rows is noise)"
+        )
+    if len(reference) < MIN_CURRENT_ROWS:
+        raise InputError(f"only {len(reference)} reference rows: at least {MIN_CURRENT_ROWS} are needed")
+
+
+def _tell_drift(
+    result: DriftResult, unseen: dict, n_current: int, n_reference: int, p_val: float, folder: Path
+) -> None:
+    """The short summary on stderr."""
+    listed = ": " + ", ".join(result.drifted) if result.drifted else ""
+    verdict = "YES" if result.drift else "no"
+    print(
+        f"drift: {verdict} — {len(result.drifted)} of {len(result.features)} features drifted{listed} "
+        f"({n_current} current vs {n_reference} reference rows, p-val {p_val}, Bonferroni)",
+        file=sys.stderr,
+    )
+    if unseen:
+        print(f"unseen categories: {json.dumps(unseen)}", file=sys.stderr)
+    print(f"report: {folder / DRIFT_REPORT_HTML}", file=sys.stderr)
+
+
 def run(settings: Settings, options: DriftOptions, log) -> tuple[int, DriftSummary]:
     current = load_current_window(
         options.current,
@@ -114,23 +158,9 @@ def run(settings: Settings, options: DriftOptions, log) -> tuple[int, DriftSumma
         model = current_tag(settings.registry_path, settings.model_name)
     except RegistryError as exc:
         raise InputError(str(exc)) from None
-    if options.reference is not None:
-        reference = read_drift_csv(options.reference).frame
-    else:
-        if model is None:
-            raise InputError("no current model in the registry, so no stored reference: pass --reference")
-        try:
-            reference = normalise(load_reference(settings, model), f"reference of {model}")
-        except ModelUnavailable as exc:
-            raise InputError(str(exc)) from None
+    reference = _load_drift_reference(settings, options.reference, model)
     n_current = len(current.frame)
-    if n_current < MIN_CURRENT_ROWS:
-        raise NoVerdict(
-            f"only {n_current} current record(s) in {current.source}: at least {MIN_CURRENT_ROWS} are needed "
-            "for a verdict (a drift test on a handful of rows is noise)"
-        )
-    if len(reference) < MIN_CURRENT_ROWS:
-        raise InputError(f"only {len(reference)} reference rows: at least {MIN_CURRENT_ROWS} are needed")
+    _require_enough_rows(current, reference)
 
     log.info("comparing %d current records with %d reference rows", n_current, len(reference))
     result, unseen = detect(reference, current.frame, options.p_val)
@@ -162,16 +192,7 @@ def run(settings: Settings, options: DriftOptions, log) -> tuple[int, DriftSumma
         "html": str(folder / DRIFT_REPORT_HTML),
         "model": model,
     }
-    listed = ": " + ", ".join(result.drifted) if result.drifted else ""
-    verdict = "YES" if result.drift else "no"
-    print(
-        f"drift: {verdict} — {len(result.drifted)} of {len(result.features)} features drifted{listed} "
-        f"({n_current} current vs {len(reference)} reference rows, p-val {options.p_val}, Bonferroni)",
-        file=sys.stderr,
-    )
-    if unseen:
-        print(f"unseen categories: {json.dumps(unseen)}", file=sys.stderr)
-    print(f"report: {folder / DRIFT_REPORT_HTML}", file=sys.stderr)
+    _tell_drift(result, unseen, n_current, len(reference), options.p_val, folder)
 
     if options.alert:
         summary["alert"] = alert_if_configured(settings, summary, bool(result.drift), "no drift", log)

@@ -68,6 +68,7 @@ from monitoring.estimation import (
     BAND,
     Calibrator,
     ErrorComponents,
+    EstimateCheck,
     check_estimate,
     estimate,
     fit_calibrator,
@@ -177,41 +178,45 @@ def _round(metrics: dict[str, Any] | None) -> dict[str, Any] | None:
     return {k: (round(v, 4) if isinstance(v, float) else v) for k, v in metrics.items()}
 
 
-def evaluate_version(
-    settings: Settings,
-    tag: str,
-    role: str,
-    served: Served,
-    outcomes: Outcomes | None,
-    registry: RegistryData,
-    min_labels: int,
-) -> ModelPerformance:
+@dataclass(frozen=True)
+class ServedInOrder:
+    """A version's predictions as arrays, oldest first."""
+
+    times: np.ndarray
+    proba: np.ndarray
+    churn: np.ndarray  # the served labels
+
+
+def _in_time_order(served: Served) -> ServedInOrder:
     times, proba = np.frombuffer(served.times), np.frombuffer(served.proba)
     churn = np.frombuffer(served.churn, dtype=np.int8).astype(bool)
     order = np.argsort(times, kind="stable")
-    times, proba, churn = times[order], proba[order], churn[order]
-    threshold = float(registry["versions"].get(tag, {}).get("threshold", 0.5))
-    calibrator, how, components = _calibrator(settings, tag, threshold)
-    estimated = estimate(proba, churn, calibrator) if len(proba) >= MIN_PREDICTIONS else None
-    # Realized metrics leave out the customers this version was fitted on (issue 20.4).
-    members = load_membership(settings, tag)
-    learned = trained_on(members, outcomes[3]) if outcomes else np.zeros(0, dtype=bool)
-    keep = ~learned
-    n_labelled = int(keep.sum())
-    realized, check = None, None
-    if outcomes and n_labelled >= min_labels:
-        p_l, served_l, truth_l = (np.array(outcomes[i])[keep] for i in range(3))
-        # Estimated and realized on the same rows, judged by the sampling error of that many rows
-        # (from the version's reference rows, or, without them, from these rows themselves).
-        check = check_estimate(
-            p_l,
-            served_l,
-            truth_l,
-            calibrator,
-            components or sampling_error_components(truth_l, p_l, threshold),
-        )
-        realized = check.realized
-    warnings = check.warnings if check else []
+    return ServedInOrder(times[order], proba[order], churn[order])
+
+
+def _check_on_labelled(
+    outcomes: Outcomes,
+    keep: np.ndarray,
+    calibrator: Calibrator,
+    components: ErrorComponents | None,
+    threshold: float,
+) -> EstimateCheck:
+    """Estimated and realized on the same (kept) labelled rows, judged by the sampling error of
+    that many rows (from the version's reference rows, or, without them, from these rows themselves)."""
+    p_l, served_l, truth_l = (np.array(outcomes[i])[keep] for i in range(3))
+    return check_estimate(
+        p_l,
+        served_l,
+        truth_l,
+        calibrator,
+        components or sampling_error_components(truth_l, p_l, threshold),
+    )
+
+
+def _chunks(served: ServedInOrder, calibrator: Calibrator) -> list[Chunk]:
+    """The estimate over consecutive stretches of predictions (up to CHUNKS, each of at least
+    MIN_PREDICTIONS when there are enough): the points on the report's plots."""
+    times, proba, churn = served.times, served.proba, served.churn
     chunks = []
     for part in np.array_split(np.arange(len(proba)), min(CHUNKS, max(1, len(proba) // MIN_PREDICTIONS))):
         if len(part):
@@ -224,15 +229,44 @@ def evaluate_version(
                     estimated_roc_auc=e["roc_auc"],
                 )
             )
+    return chunks
+
+
+def evaluate_version(
+    settings: Settings,
+    tag: str,
+    role: str,
+    served: Served,
+    outcomes: Outcomes | None,
+    registry: RegistryData,
+    min_labels: int,
+) -> ModelPerformance:
+    ordered = _in_time_order(served)
+    threshold = float(registry["versions"].get(tag, {}).get("threshold", 0.5))
+    calibrator, how, components = _calibrator(settings, tag, threshold)
+    estimated = (
+        estimate(ordered.proba, ordered.churn, calibrator) if len(ordered.proba) >= MIN_PREDICTIONS else None
+    )
+    # Realized metrics leave out the customers this version was fitted on (issue 20.4).
+    members = load_membership(settings, tag)
+    learned = trained_on(members, outcomes[3]) if outcomes else np.zeros(0, dtype=bool)
+    keep = ~learned
+    n_labelled = int(keep.sum())
+    realized, check = None, None
+    if outcomes and n_labelled >= min_labels:
+        check = _check_on_labelled(outcomes, keep, calibrator, components, threshold)
+        realized = check.realized
+    warnings = check.warnings if check else []
+    chunks = _chunks(ordered, calibrator)
     training = registry["versions"].get(tag, {}).get("metrics", {})
     return ModelPerformance(
         role=role,
-        n_predictions=int(len(proba)),
+        n_predictions=int(len(ordered.proba)),
         n_labelled=n_labelled,
         n_trained_on=int(learned.sum()),  # outcomes of customers it was fitted on: left out
         membership_known=members is not None,
-        first=_stamp(times[0]) if len(times) else "",
-        last=_stamp(times[-1]) if len(times) else "",
+        first=_stamp(ordered.times[0]) if len(ordered.times) else "",
+        last=_stamp(ordered.times[-1]) if len(ordered.times) else "",
         training={k: training.get(k) for k in SHOWN},
         realized=_round(realized),
         estimated=_round(estimated),

@@ -30,6 +30,7 @@ import hashlib
 import json
 import random
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -50,9 +51,9 @@ from churn.schema import (
 )
 from churn.settings import Settings, settings_or_exit
 from churn.utctime import parse_time
-from training.gate import compare_paired, sequential_design
+from training.gate import GateResult, compare_paired, sequential_design
 from training.policy import OVERRIDES, promotion
-from training.train import DEFAULT_DATA, fit, save_and_register, sha256_of
+from training.train import DEFAULT_DATA, TrainingResult, fit, save_and_register, sha256_of
 
 EVAL_FRACTION = 0.3
 
@@ -102,56 +103,53 @@ def training_data(
     )
 
 
-def retrain(settings: Settings, args: argparse.Namespace, log) -> dict[str, Any]:
-    registry = Registry(settings.registry_path, settings.model_name)
-    champion_tag = registry.current()
-    if champion_tag is None:
-        raise RegistryError(
-            "no current model to compare with: train the first one (python -m training.train)"
-        )
-    # Only outcomes free of our own actions (churn.holdout): saved customers coming back as "No"
-    # would teach the challenger to rank them lower.
-    examples, treatment = untreated_examples(
-        [e for e in iter_examples(settings) if e["prediction"] is not None], settings.holdout_fraction > 0
-    )
-    if len(examples) < args.min_labels:
-        reason = (
-            f"only {len(examples)} labelled example(s) (untreated outcomes joined with a prediction; "
-            f"{treatment}); --min-labels is {args.min_labels}: nothing to learn from yet"
-        )
-        log.info(reason)
-        return {"tag": None, "promoted": False, "skipped": True, "reason": reason, "evaluation": None}
-    base = read_customers_csv(str(args.data), require_label=True)
-    train_part, window = split_examples(examples, args.seed)
-    # The champion is not judged on customers it was fitted on (issue 20.4); the challenger never
-    # trains on the window's customers at all.
+@dataclass(frozen=True)
+class JudgedWindow:
+    """The evaluation window's outcomes the champion may be judged on: those of customers it was
+    fitted on left out (issue 20.4)."""
+
+    compared: list[LabelledExample]
+    y: np.ndarray
+    excluded_trained_on: int
+    membership_unknown: bool
+    treatment: dict[str, int]  # churn.outcomes.untreated_examples' counts
+
+    def churners(self) -> int:
+        return int(self.y.sum())
+
+    def left_out(self) -> dict[str, Any]:
+        """What the evaluation records of the outcomes left out."""
+        return {
+            "excluded_trained_on": self.excluded_trained_on,
+            "membership_unknown": self.membership_unknown,
+            "treatment": self.treatment,
+        }
+
+
+def _skipped(reason: str, log) -> dict[str, Any]:
+    log.info(reason)
+    return {"tag": None, "promoted": False, "skipped": True, "reason": reason, "evaluation": None}
+
+
+def _comparable_window(
+    settings: Settings, champion_tag: str, window: list[LabelledExample], treatment: dict[str, int]
+) -> JudgedWindow:
     champion_members = load_membership(settings, champion_tag)
     known = trained_on(champion_members, [e["customerID"] for e in window])
     compared = [e for e, k in zip(window, known, strict=True) if not k]
-    excluded = {
-        "excluded_trained_on": int(known.sum()),
-        "membership_unknown": champion_members is None,
-        "treatment": treatment,
-    }
-    y_window = np.array([int(e["churn"]) for e in compared])
-    churners, minimum = int(y_window.sum()), settings.gate_min_class_count
-    if min(churners, len(compared) - churners) < minimum:
-        reason = (
-            f"the evaluation window's {len(compared)} outcomes ({excluded['excluded_trained_on']} of "
-            f"customers the current model was trained on left out) hold {churners} churner(s) and "
-            f"{len(compared) - churners} non-churner(s); the gate needs {minimum} of each "
-            "(GATE_MIN_CLASS_COUNT): no comparison possible yet"
-        )
-        log.info(reason)
-        return {"tag": None, "promoted": False, "skipped": True, "reason": reason, "evaluation": None}
-    log.info(
-        "%d labelled examples: %d to train on, %d in the evaluation window (%s to %s)",
-        len(examples),
-        len(train_part),
-        len(window),
-        window[0]["observed_at"],
-        window[-1]["observed_at"],
-    )
+    y = np.array([int(e["churn"]) for e in compared])
+    return JudgedWindow(compared, y, int(known.sum()), champion_members is None, treatment)
+
+
+def _train_challenger(
+    args: argparse.Namespace,
+    base: ValidatedData,
+    train_part: list[LabelledExample],
+    window: list[LabelledExample],
+    log,
+) -> tuple[ValidatedData, TrainingResult]:
+    """Fit as training.train does, on the base data and the training part; the provenance names
+    the outcomes it learned from."""
     feedback_sha = hashlib.sha256(json.dumps([e["customerID"] for e in train_part]).encode()).hexdigest()
     data = training_data(base, train_part, window)
     result = fit(
@@ -166,54 +164,115 @@ def retrain(settings: Settings, args: argparse.Namespace, log) -> dict[str, Any]
         args.seed,
         log,
     )
+    return data, result
+
+
+def _gate_on_window(
+    settings: Settings, champion_tag: str, result: TrainingResult, judged: JudgedWindow, minimum: int
+) -> GateResult:
+    """Champion and challenger scored on the same window rows."""
     try:
         champion = load_model(settings, champion_tag)
     except ModelUnavailable as exc:
         raise RegistryError(f"the current model cannot be loaded to compare with: {exc}") from None
-    X_window, _ = examples_frame(compared)
-    gate = compare_paired(
-        y_window,
+    X_window, _ = examples_frame(judged.compared)
+    return compare_paired(
+        judged.y,
         champion.predict_proba(X_window),
         result.pipeline.predict_proba(X_window[list(FEATURE_NAMES)])[:, 1],
         (champion_tag, "challenger"),
         (champion.threshold, result.threshold),
         min_class_count=minimum,
     )
-    log.info("gate on the evaluation window: %s", gate.reason)
-    evaluation = (
+
+
+def _evaluation(
+    gate: GateResult, judged: JudgedWindow, window: list[LabelledExample], data: ValidatedData, labelled: int
+) -> dict[str, Any]:
+    """What the registry records of the comparison: both models' metrics, what was left out of
+    the window, the window's span and what the challenger was trained on."""
+    return (
         gate.as_dict()
-        | excluded
+        | judged.left_out()
         | {
             "window": {"from": window[0]["observed_at"], "to": window[-1]["observed_at"]},
-            "trained_on": {
-                "base_rows": int(len(data.features) - len(train_part)),
-                "labelled": len(train_part),
-            },
+            "trained_on": {"base_rows": int(len(data.features) - labelled), "labelled": labelled},
         }
     )
+
+
+def _stage_challenger(
+    registry: Registry, args: argparse.Namespace, tag: str, gate: GateResult, minimum: int
+) -> dict[str, Any]:
+    registry.stage(
+        tag,
+        args.stage,
+        args.fraction,
+        f"training.retrain --stage: {gate.reason}",
+        sequential_design(minimum),
+    )
+    return {"mode": args.stage, "fraction": registry.candidate()["fraction"]}  # type: ignore[index]
+
+
+def retrain(settings: Settings, args: argparse.Namespace, log) -> dict[str, Any]:
+    registry = Registry(settings.registry_path, settings.model_name)
+    champion_tag = registry.current()
+    if champion_tag is None:
+        raise RegistryError(
+            "no current model to compare with: train the first one (python -m training.train)"
+        )
+    # Only outcomes free of our own actions (churn.holdout): saved customers coming back as "No"
+    # would teach the challenger to rank them lower.
+    examples, treatment = untreated_examples(
+        [e for e in iter_examples(settings) if e["prediction"] is not None], settings.holdout_fraction > 0
+    )
+    if len(examples) < args.min_labels:
+        return _skipped(
+            f"only {len(examples)} labelled example(s) (untreated outcomes joined with a prediction; "
+            f"{treatment}); --min-labels is {args.min_labels}: nothing to learn from yet",
+            log,
+        )
+    base = read_customers_csv(str(args.data), require_label=True)
+    train_part, window = split_examples(examples, args.seed)
+    # The champion is not judged on customers it was fitted on (issue 20.4); the challenger never
+    # trains on the window's customers at all.
+    judged = _comparable_window(settings, champion_tag, window, treatment)
+    n, churners, minimum = len(judged.compared), judged.churners(), settings.gate_min_class_count
+    if min(churners, n - churners) < minimum:
+        return _skipped(
+            f"the evaluation window's {n} outcomes ({judged.excluded_trained_on} of "
+            f"customers the current model was trained on left out) hold {churners} churner(s) and "
+            f"{n - churners} non-churner(s); the gate needs {minimum} of each "
+            "(GATE_MIN_CLASS_COUNT): no comparison possible yet",
+            log,
+        )
+    log.info(
+        "%d labelled examples: %d to train on, %d in the evaluation window (%s to %s)",
+        len(examples),
+        len(train_part),
+        len(window),
+        window[0]["observed_at"],
+        window[-1]["observed_at"],
+    )
+    data, result = _train_challenger(args, base, train_part, window, log)
+    gate = _gate_on_window(settings, champion_tag, result, judged, minimum)
+    log.info("gate on the evaluation window: %s", gate.reason)
+    evaluation = _evaluation(gate, judged, window, data, len(train_part))
     decision = promotion(champion_tag, gate, args.promote, args.stage)
     # Promoted only if the champion is still current (a rollback meanwhile stands): else a conflict.
     summary = save_and_register(settings, result, log, decision, evaluation, if_current=decision.champion)
-    reason = summary["reason"]
     evaluation["challenger"]["tag"] = summary["tag"]
     staged = None
     if args.stage and decision.decision != "reject":
-        registry.stage(
-            summary["tag"],
-            args.stage,
-            args.fraction,
-            f"training.retrain --stage: {gate.reason}",
-            sequential_design(minimum),
-        )
-        staged = {"mode": args.stage, "fraction": registry.candidate()["fraction"]}  # type: ignore[index]
+        staged = _stage_challenger(registry, args, summary["tag"], gate, minimum)
     return {
         "tag": summary["tag"],
         "promoted": summary["promoted"],
         "skipped": False,
-        "reason": reason,
+        "reason": summary["reason"],
         "staged": staged,
         "current": summary["current"],
-        "evaluation": {"n": len(compared)} | evaluation,
+        "evaluation": {"n": n} | evaluation,
     }
 
 
