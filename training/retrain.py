@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from churn.cli import fraction, positive_int
+from churn.cli import fraction, options_from, positive_int
 from churn.logs import setup_logging
 from churn.model import ModelUnavailable, load_membership, load_model, trained_on
 from churn.model_registry import CANDIDATE_MODES, Registry, RegistryError
@@ -56,6 +56,18 @@ from training.policy import OVERRIDES, promotion
 from training.train import DEFAULT_DATA, TrainingResult, fit, save_and_register, sha256_of
 
 EVAL_FRACTION = 0.3
+
+
+@dataclass(frozen=True)
+class RetrainOptions:
+    """What `python -m training.retrain` was asked to do, checked."""
+
+    data: Path
+    min_labels: int
+    promote: str
+    seed: int
+    stage: str | None
+    fraction: float | None
 
 
 def split_examples(
@@ -142,7 +154,7 @@ def _comparable_window(
 
 
 def _train_challenger(
-    args: argparse.Namespace,
+    options: RetrainOptions,
     base: ValidatedData,
     train_part: list[LabelledExample],
     window: list[LabelledExample],
@@ -155,13 +167,13 @@ def _train_challenger(
     result = fit(
         data,
         {
-            "file": args.data.name,
-            "sha256": sha256_of(args.data),
+            "file": options.data.name,
+            "sha256": sha256_of(options.data),
             "labelled_examples": len(train_part),
             "feedback_sha256": feedback_sha,
             "evaluation_window": len(window),
         },
-        args.seed,
+        options.seed,
         log,
     )
     return data, result
@@ -202,19 +214,19 @@ def _evaluation(
 
 
 def _stage_challenger(
-    registry: Registry, args: argparse.Namespace, tag: str, gate: GateResult, minimum: int
+    registry: Registry, options: RetrainOptions, tag: str, gate: GateResult, minimum: int
 ) -> dict[str, Any]:
     registry.stage(
         tag,
-        args.stage,
-        args.fraction,
+        options.stage,
+        options.fraction,
         f"training.retrain --stage: {gate.reason}",
         sequential_design(minimum),
     )
-    return {"mode": args.stage, "fraction": registry.candidate()["fraction"]}  # type: ignore[index]
+    return {"mode": options.stage, "fraction": registry.candidate()["fraction"]}  # type: ignore[index]
 
 
-def retrain(settings: Settings, args: argparse.Namespace, log) -> dict[str, Any]:
+def retrain(settings: Settings, options: RetrainOptions, log) -> dict[str, Any]:
     registry = Registry(settings.registry_path, settings.model_name)
     champion_tag = registry.current()
     if champion_tag is None:
@@ -226,14 +238,14 @@ def retrain(settings: Settings, args: argparse.Namespace, log) -> dict[str, Any]
     examples, treatment = untreated_examples(
         [e for e in iter_examples(settings) if e["prediction"] is not None], settings.holdout_fraction > 0
     )
-    if len(examples) < args.min_labels:
+    if len(examples) < options.min_labels:
         return _skipped(
             f"only {len(examples)} labelled example(s) (untreated outcomes joined with a prediction; "
-            f"{treatment}); --min-labels is {args.min_labels}: nothing to learn from yet",
+            f"{treatment}); --min-labels is {options.min_labels}: nothing to learn from yet",
             log,
         )
-    base = read_customers_csv(str(args.data), require_label=True)
-    train_part, window = split_examples(examples, args.seed)
+    base = read_customers_csv(str(options.data), require_label=True)
+    train_part, window = split_examples(examples, options.seed)
     # The champion is not judged on customers it was fitted on (issue 20.4); the challenger never
     # trains on the window's customers at all.
     judged = _comparable_window(settings, champion_tag, window, treatment)
@@ -254,17 +266,17 @@ def retrain(settings: Settings, args: argparse.Namespace, log) -> dict[str, Any]
         window[0]["observed_at"],
         window[-1]["observed_at"],
     )
-    data, result = _train_challenger(args, base, train_part, window, log)
+    data, result = _train_challenger(options, base, train_part, window, log)
     gate = _gate_on_window(settings, champion_tag, result, judged, minimum)
     log.info("gate on the evaluation window: %s", gate.reason)
     evaluation = _evaluation(gate, judged, window, data, len(train_part))
-    decision = promotion(champion_tag, gate, args.promote, args.stage)
+    decision = promotion(champion_tag, gate, options.promote, options.stage)
     # Promoted only if the champion is still current (a rollback meanwhile stands): else a conflict.
     summary = save_and_register(settings, result, log, decision, evaluation, if_current=decision.champion)
     evaluation["challenger"]["tag"] = summary["tag"]
     staged = None
-    if args.stage and decision.decision != "reject":
-        staged = _stage_challenger(registry, args, summary["tag"], gate, minimum)
+    if options.stage and decision.decision != "reject":
+        staged = _stage_challenger(registry, options, summary["tag"], gate, minimum)
     return {
         "tag": summary["tag"],
         "promoted": summary["promoted"],
@@ -276,7 +288,7 @@ def retrain(settings: Settings, args: argparse.Namespace, log) -> dict[str, Any]
     }
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
+def parse_options(argv: list[str] | None) -> RetrainOptions:
     parser = argparse.ArgumentParser(prog="python -m training.retrain", description=__doc__.splitlines()[0])
     parser.add_argument(
         "--data", type=Path, default=DEFAULT_DATA, help="the base data set (default: %(default)s)"
@@ -307,15 +319,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         parser.error("--fraction needs --stage canary")
     if args.stage and args.promote != "auto":
         parser.error("--stage and --promote always/never exclude each other")
-    return args
+    return options_from(RetrainOptions, args)
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
+    options = parse_options(argv)
     settings = settings_or_exit()
     log = setup_logging(settings, "training").getChild("retrain")
     try:
-        summary = retrain(settings, args, log)
+        summary = retrain(settings, options, log)
     except (DataValidationError, RegistryError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
