@@ -121,7 +121,7 @@ cluster-up: install ## a real Kubernetes control plane on loopback, nodes played
 cluster-down: ## stop every process cluster-up started and remove its state (.cluster/)
 	tools/cluster/cluster.sh down
 
-test-cluster: install cluster-build ## both overlays on a real control plane (each test starts its own, apart from cluster-up's)
+test-cluster: install cluster-build ## both overlays on a real control plane (one cluster per topology per session, reset before each test; apart from cluster-up's)
 	$(PY) -m pytest tests/cluster
 
 e2e: install image ## container end-to-end test: the image run as the rendered manifests declare
