@@ -56,7 +56,7 @@ lock: $(UV) ## re-resolve pyproject.toml into uv.lock
 run: install ## main job: train if no current model, then serve HTTP :3000 and gRPC :50051 (Ctrl-C stops both)
 	HTTP_PORT=$(HTTP_PORT) GRPC_PORT=$(GRPC_PORT) GRPC_METRICS_PORT=$(GRPC_METRICS_PORT) scripts/run.sh
 
-train: install ## train a model and register it; current only if there is none (training/policy.py)
+train: install ## train a model and register it; current only if there is none (churn/promotion.py)
 	$(PY) -m training.train
 
 registry: install ## show the registry's versions

@@ -307,11 +307,11 @@ def drift_bench(home: Path, tag: str) -> dict:
     import pandas as pd
     from scipy.stats import chi2_contingency, ks_2samp
 
+    from churn.detector import encode
     from churn.model import load_reference
+    from churn.monitoring_inputs import normalise
     from churn.schema import ID_COLUMN
     from churn.settings import settings_from_env
-    from monitoring.data import normalise
-    from monitoring.detector import encode
 
     folder = SCRATCH / "log-100k"
     write_prediction_log(folder, 100_000, tag)

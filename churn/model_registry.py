@@ -37,7 +37,7 @@ class VersionEntry(TypedDict):
 
 
 class SequentialDesign(TypedDict):
-    """How training.decide judges a candidate, fixed when it is staged (training.gate)."""
+    """How training.decide judges a candidate, fixed when it is staged (churn.gate)."""
 
     method: str
     alpha: float
@@ -236,7 +236,7 @@ class Registry:
         if_current: Any = ANY,
     ) -> tuple[bool, str]:
         """Record a new version and apply `decision` (promoted, reason), which the caller took
-        (training.policy) against `if_current`: promoted only if that is still current. `details`
+        (churn.promotion) against `if_current`: promoted only if that is still current. `details`
         go into the register event. Returns (promoted, reason)."""
         with self._transaction() as data:
             if tag in data["versions"]:

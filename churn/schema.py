@@ -49,7 +49,7 @@ class Blank:
 class Feature:
     """One feature and every rule on its values. The checks of a request (value by value and
     column-wise), of a data file (validate_frame, batch scoring) and the drift job's reading
-    (monitoring.data.normalise) all read these fields, and so does the request model of the docs."""
+    (churn.monitoring_inputs.normalise) all read these fields, and so does the request model of the docs."""
 
     name: str
     kind: str  # "numeric" (int or float), "integer" or "categorical"

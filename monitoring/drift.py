@@ -28,14 +28,13 @@ from pathlib import Path
 
 import pandas as pd
 
+from churn.alert import alert_if_configured
 from churn.cli import open_unit, options_from, positive_int, value_or_exit
+from churn.detector import DriftResult, detect
 from churn.logs import setup_logging
 from churn.model import ModelUnavailable, load_reference
 from churn.model_registry import RegistryError, current_tag
-from churn.reports import DriftNoVerdict, DriftReport, DriftSummary
-from churn.settings import Settings, settings_or_exit
-from monitoring.alert import alert_if_configured
-from monitoring.data import (
+from churn.monitoring_inputs import (
     InputError,
     LoadedData,
     add_max_bad_fraction,
@@ -44,8 +43,9 @@ from monitoring.data import (
     parse_since,
     read_drift_csv,
 )
-from monitoring.detector import DriftResult, detect
-from monitoring.report import DRIFT_REPORT_HTML, REPORT_JSON, point_latest, write_report
+from churn.report_files import DRIFT_REPORT_HTML, REPORT_JSON, point_latest, write_report
+from churn.reports import DriftNoVerdict, DriftReport, DriftSummary
+from churn.settings import Settings, settings_or_exit
 
 MIN_CURRENT_ROWS = 50
 

@@ -45,6 +45,14 @@ import orjson
 from churn.cleanup import BUSY_SECONDS
 from churn.cli import options_from
 from churn.logs import setup_logging
+from churn.monitoring_inputs import (
+    MAX_BAD_FRACTION,
+    InputError,
+    LogScan,
+    add_max_bad_fraction,
+    iter_log_lines,
+    prediction_log_files,
+)
 from churn.outcomes import (
     LabelledExample,
     example_key,
@@ -57,14 +65,6 @@ from churn.predictionlog import customer_of, decode_line, line_time
 from churn.schema import ID_COLUMN, LABEL_COLUMN, LABEL_VALUES, read_raw_csv
 from churn.settings import Settings, settings_or_exit
 from churn.utctime import format_time, parse_time
-from monitoring.data import (
-    MAX_BAD_FRACTION,
-    InputError,
-    LogScan,
-    add_max_bad_fraction,
-    iter_log_lines,
-    prediction_log_files,
-)
 
 TIME_COLUMN = "observed_at"
 TREATED_COLUMN = "treated"  # optional: Yes (we acted on the customer), No, or empty (unknown)

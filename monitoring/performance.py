@@ -8,7 +8,7 @@ For every version that served predictions in the window (the prediction log), an
 candidate (scored beside the current model on the same records): predictions, labelled outcomes,
 realized metrics (null below --min-labels: noise, not a verdict), training metrics, estimated
 metrics, and where estimate and realized, on the same labelled rows, disagree by more than BAND
-standard errors of that many rows (monitoring.estimation). With a staged
+standard errors of that many rows (churn.estimation). With a staged
 candidate, a side-by-side comparison with the current model.
 
 Writes performance_report.json and a self-contained performance_report.html to --output-dir
@@ -36,11 +36,31 @@ from typing import Any
 
 import numpy as np
 
+from churn.alert import alert_if_configured
 from churn.cli import open_unit, options_from, positive_int, value_or_exit
+from churn.estimation import (
+    BAND,
+    Calibrator,
+    ErrorComponents,
+    EstimateCheck,
+    check_estimate,
+    estimate,
+    fit_calibrator,
+    sampling_error_components,
+)
 from churn.logs import setup_logging
 from churn.model import load_calibration, load_membership, trained_on
 from churn.model_registry import RegistryData, RegistryError, read_registry
+from churn.monitoring_inputs import (
+    InputError,
+    LogScan,
+    add_max_bad_fraction,
+    iter_prediction_log,
+    parse_since,
+    prediction_log_files,
+)
 from churn.outcomes import iter_examples, untreated_examples
+from churn.report_files import point_latest, write_report_folder
 from churn.reports import (
     LATEST_PERFORMANCE,
     PERFORMANCE_REPORT_JSON,
@@ -55,26 +75,6 @@ from churn.reports import (
 )
 from churn.settings import Settings, settings_or_exit
 from churn.utctime import parse_time
-from monitoring.alert import alert_if_configured
-from monitoring.data import (
-    InputError,
-    LogScan,
-    add_max_bad_fraction,
-    iter_prediction_log,
-    parse_since,
-    prediction_log_files,
-)
-from monitoring.estimation import (
-    BAND,
-    Calibrator,
-    ErrorComponents,
-    EstimateCheck,
-    check_estimate,
-    estimate,
-    fit_calibrator,
-    sampling_error_components,
-)
-from monitoring.report import point_latest, write_report_folder
 
 PERFORMANCE_REPORT_HTML = "performance_report.html"
 MIN_PREDICTIONS = 50  # fewer, and a version gets no estimate either
@@ -374,7 +374,7 @@ def render_performance_html(report: dict[str, Any]) -> str:
     """`report`: as its file has it (PerformanceReport's dump)."""
     import jinja2
 
-    env = jinja2.Environment(loader=jinja2.PackageLoader("monitoring", "templates"), autoescape=True)
+    env = jinja2.Environment(loader=jinja2.PackageLoader("churn", "templates"), autoescape=True)
     return env.get_template("performance_report.html.j2").render(
         report=report, plots=_plots(report), shown=SHOWN, band=BAND
     )

@@ -7,8 +7,8 @@ from __future__ import annotations
 import sys
 
 from churn.logs import setup_logging
+from churn.promotion import promotion
 from churn.settings import settings_or_exit
-from training.policy import promotion
 from training.train import DEFAULT_DATA, save_and_register, train
 
 

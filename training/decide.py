@@ -12,7 +12,7 @@ fitted on are left out (their training membership, stored with each version), an
 outcomes, and GATE_MIN_CLASS_COUNT of each class, before anything is decided.
 
 It runs on a schedule and "wait" means "look again later", so it judges by the sequential test
-recorded with the candidate when it was staged (training.gate.sequential_decision: an always-valid
+recorded with the candidate when it was staged (churn.gate.sequential_decision: an always-valid
 mixture SPRT), whose false-promotion rate holds however many times it looks.
 
 The last line of stdout is JSON: {"candidate": tag or null, "mode", "decision":
@@ -35,13 +35,7 @@ from typing import Any
 import numpy as np
 
 from churn.cli import positive_int
-from churn.logs import setup_logging
-from churn.model import load_membership, trained_on
-from churn.model_registry import Registry, RegistryError
-from churn.outcomes import LabelledExample, iter_examples, untreated_examples
-from churn.settings import Settings, settings_or_exit
-from churn.utctime import parse_time
-from training.gate import (
+from churn.gate import (
     GateResult,
     SequentialDesign,
     TooFewOutcomes,
@@ -49,7 +43,13 @@ from training.gate import (
     compare_unpaired,
     sequential_design,
 )
-from training.policy import promotion
+from churn.logs import setup_logging
+from churn.model import load_membership, trained_on
+from churn.model_registry import Registry, RegistryError
+from churn.outcomes import LabelledExample, iter_examples, untreated_examples
+from churn.promotion import promotion
+from churn.settings import Settings, settings_or_exit
+from churn.utctime import parse_time
 
 
 @dataclass(frozen=True)

@@ -107,7 +107,7 @@ def cmd_promote(settings: Settings, registry: Registry, args) -> int:
 def cmd_stage(settings: Settings, registry: Registry, args) -> int:
     """A candidate must load as a server would load it: refuse it here rather than let every
     server try and fail."""
-    from training.gate import sequential_design  # scipy: not for `wait`, the init containers' command
+    from churn.gate import sequential_design  # scipy: not for `wait`, the init containers' command
 
     if args.tag not in registry.read()["versions"]:
         return _fail(f"{args.tag} is not a registered version (see `python -m training.registry list`)")

@@ -9,7 +9,7 @@ by observed_at, EVAL_FRACTION (ties in random order, from --seed), is the evalua
 trained on (nor are the same customers' rows of the base data). The challenger is trained on the
 rest of the examples and the base data, exactly as training.train trains; then the current model
 (champion) and the challenger are scored on the window, the same rows, and the gate of
-training.gate decides. `auto` promotes on the gate's "promote"; `always`/`never` register the
+churn.gate decides. `auto` promotes on the gate's "promote"; `always`/`never` register the
 challenger and promote it or not whatever the gate says. `--stage MODE` registers it and, unless
 the gate rejects it, makes it the candidate (shadow or canary) instead of promoting it. Both
 models' metrics on the window and the decision go into the registry history. It promotes only if
@@ -38,10 +38,12 @@ import numpy as np
 import pandas as pd
 
 from churn.cli import fraction, options_from, positive_int
+from churn.gate import GateResult, compare_paired, sequential_design
 from churn.logs import setup_logging
 from churn.model import ModelUnavailable, load_membership, load_model, trained_on
 from churn.model_registry import CANDIDATE_MODES, Registry, RegistryError
 from churn.outcomes import LabelledExample, iter_examples, untreated_examples
+from churn.promotion import OVERRIDES, promotion
 from churn.schema import (
     FEATURE_NAMES,
     DataValidationError,
@@ -51,8 +53,6 @@ from churn.schema import (
 )
 from churn.settings import Settings, settings_or_exit
 from churn.utctime import parse_time
-from training.gate import GateResult, compare_paired, sequential_design
-from training.policy import OVERRIDES, promotion
 from training.train import DEFAULT_DATA, TrainingResult, fit, save_and_register, sha256_of
 
 EVAL_FRACTION = 0.3

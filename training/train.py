@@ -27,6 +27,7 @@ from churn.evaluation import classification_metrics
 from churn.logs import setup_logging
 from churn.model import customer_hashes
 from churn.model_registry import ANY, Registry, RegistryError
+from churn.promotion import OVERRIDES, Promotion, promotion
 from churn.schema import (
     CATEGORICAL_FEATURES,
     NUMERIC_FEATURES,
@@ -36,9 +37,8 @@ from churn.schema import (
     schema_dict,
 )
 from churn.settings import Settings, settings_or_exit
+from churn.threshold import choose_threshold
 from churn.utctime import utc_now
-from training.policy import OVERRIDES, Promotion, promotion
-from training.threshold import choose_threshold
 
 DEFAULT_DATA = Path(__file__).resolve().parent.parent / "data" / "telco_churn.csv"
 TEST_SIZE = 0.2
@@ -232,7 +232,7 @@ def save_and_register(
     if_current: Any = ANY,
 ) -> dict[str, Any]:
     """Save to the store, check the saved model reproduces its test predictions, register and
-    apply `decision` (training.policy), made against `if_current`: promoted only if that is still
+    apply `decision` (churn.promotion), made against `if_current`: promoted only if that is still
     current. `details` go into the registry history with the registration."""
     from churn.model import CALIBRATION_KEY, MEMBERSHIP_KEY, REFERENCE_KEY, load_model, save_to_store
 
@@ -293,7 +293,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--promote",
         choices=OVERRIDES,
         default="auto",
-        help="auto: promote if there is no current model, else only register (training.policy; default)",
+        help="auto: promote if there is no current model, else only register (churn.promotion; default)",
     )
     parser.add_argument("--seed", type=int, default=42, help="random seed (default: %(default)s)")
     parser.add_argument(

@@ -106,7 +106,7 @@ def test_left_out_packages_absent_and_drift_detector_imports(image):
         "    except md.PackageNotFoundError:\n"
         "        return None\n"
         "sys.path.insert(0, '/home/bentoml/bento/src')\n"
-        "from monitoring.detector import tabular_drift_class\n"
+        "from churn.detector import tabular_drift_class\n"
         "cls = tabular_drift_class()\n"
         "print(json.dumps({'dists': {n: dist(n) for n in heavy},"
         " 'modules': {m: importlib.util.find_spec(m) is not None for m in mods},"

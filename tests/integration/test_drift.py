@@ -359,7 +359,7 @@ def test_alert_without_configuration_says_so_and_still_checks(home, held_out, tm
 def test_alert_module_gives_up_inside_its_time_box():
     import time
 
-    from monitoring.alert import send_alert
+    from churn.alert import send_alert
     from tests.support import free_port
 
     started = time.monotonic()

@@ -16,9 +16,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from churn.gate import compare_paired
 from churn.schema import validate_frame
 from tests.support import DATA
-from training.gate import compare_paired
 from training.train import fit
 
 pytestmark = pytest.mark.slow

@@ -12,11 +12,11 @@ import pandas as pd
 import pytest
 
 from churn.client import records_from_csv
+from churn.estimation import estimate, fit_calibrator
 from churn.evaluation import classification_metrics
 from churn.model import load_calibration, load_model
 from churn.schema import read_customers_csv
 from churn.settings import settings_from_env
-from monitoring.estimation import estimate, fit_calibrator
 from tests.support import DATA, Server, http, last_json_line, run_cli, state_env, train, wait_for
 
 pytestmark = pytest.mark.slow

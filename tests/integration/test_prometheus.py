@@ -21,7 +21,7 @@ import urllib.request
 import pytest
 import yaml
 
-from monitoring.report import point_latest, write_report_folder
+from churn.report_files import point_latest, write_report_folder
 from tests.integration.test_run import run_sh
 from tests.support import ROOT, Server, free_port, http, run_cli, state_env, train, wait_for
 

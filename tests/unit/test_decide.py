@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 
 import training.decide as decide_module
+from churn.gate import compare_paired
 from churn.model import customer_hashes
 from churn.model_registry import Registry
 from churn.settings import settings_from_env
 from churn.utctime import utc_now
-from training.gate import compare_paired
 
 LOG = logging.getLogger("test")
 

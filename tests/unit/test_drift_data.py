@@ -1,4 +1,4 @@
-"""The drift job's reading of its input (monitoring/data.py): the fast paths give the answers of
+"""The drift job's reading of its input (churn/monitoring_inputs.py): the fast paths give the answers of
 the value-by-value ones, whatever the types and their order."""
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ import pandas as pd
 import pytest
 
 from churn.jsonio import json_bytes
+from churn.monitoring_inputs import InputError, normalise, prediction_log_files, read_prediction_log
 from churn.schema import EXAMPLE_RECORD, FEATURE_NAMES
-from monitoring.data import InputError, normalise, prediction_log_files, read_prediction_log
 
 
 def frame(**columns) -> pd.DataFrame:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from monitoring.estimation import (
+from churn.estimation import (
     Calibrator,
     check_estimate,
     estimate,

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
+from churn.gate import TooFewOutcomes, auc_variance, compare_paired, compare_unpaired
 from churn.settings import DEFAULT_GATE_MIN_CLASS_COUNT
-from training.gate import TooFewOutcomes, auc_variance, compare_paired, compare_unpaired
 
 
 def _rows(n: int, seed: int):
@@ -145,7 +145,7 @@ def test_the_mixture_ratio_has_its_closed_form_and_its_known_values():
     closed form equals the half-normal average of the Gaussian likelihood ratio, integrated."""
     from scipy.integrate import quad
 
-    from training.gate import mixture_lr
+    from churn.gate import mixture_lr
 
     assert mixture_lr(0.0, 0.01, 0.03) == pytest.approx(1 / np.sqrt(1 + 9), rel=1e-12)
     for estimate, se, tau in ((0.02, 0.01, 0.03), (-0.01, 0.02, 0.05), (0.05, 0.015, 0.03)):

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from training.gate import paired_stats, sequential_decision, sequential_design
+from churn.gate import paired_stats, sequential_decision, sequential_design
 
 RATE = 0.27
 LOOKS = range(100, 1001, 100)

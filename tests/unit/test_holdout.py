@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from churn.gate import TooFewOutcomes, compare_paired
 from churn.holdout import holdout_mask
 from churn.outcomes import untreated_mask
-from training.gate import TooFewOutcomes, compare_paired
 
 N = 10_000
 TOP = 0.2  # share of the callable customers the team calls

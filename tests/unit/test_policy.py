@@ -4,8 +4,8 @@ only on the gate's "promote" on outcomes; `always`/`never` override and say so."
 import numpy as np
 import pytest
 
-from training.gate import compare_paired
-from training.policy import promotion
+from churn.gate import compare_paired
+from churn.promotion import promotion
 
 
 def _gate(gain: float, n: int = 2000, seed: int = 0):

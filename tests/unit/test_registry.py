@@ -30,7 +30,7 @@ PROMOTE = (True, "test")
 
 
 def test_register_applies_the_callers_decision_if_the_current_model_is_unchanged(reg):
-    # The rule lives in training.policy (tests/unit/test_policy.py); the registry records.
+    # The rule lives in churn.promotion (tests/unit/test_policy.py); the registry records.
     assert reg.register("m:1", info(0.84), PROMOTE, if_current=None) == PROMOTE
     assert reg.register("m:2", info(0.99)) == (False, "registered only")
     assert reg.current() == "m:1"

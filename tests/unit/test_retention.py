@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 
 from churn.cleanup import DAY, apply_retention, prune_prediction_logs
+from churn.monitoring_inputs import read_prediction_log
 from churn.schema import EXAMPLE_RECORD, parse_predict_request
 from churn.serving import PredictionLog, ScoreResult
 from churn.settings import settings_from_env
-from monitoring.data import read_prediction_log
 
 NOW = time.time()
 

@@ -12,6 +12,7 @@ import pyarrow as pa
 import pytest
 
 from churn.batch_scoring import check_block
+from churn.monitoring_inputs import normalise
 from churn.schema import (
     EXAMPLE_RECORD,
     FEATURE_NAMES,
@@ -23,7 +24,6 @@ from churn.schema import (
     _check_value,
     validate_frame,
 )
-from monitoring.data import normalise
 
 
 def _cases() -> list[tuple[Feature, object, bool]]:

@@ -96,7 +96,7 @@ def render_drift_html(report: DriftReport, reference: pd.DataFrame, current: pd.
 
     data = report.model_dump(exclude_unset=True)  # the template reads the report as its file has it
     order = sorted(data["features"].items(), key=lambda kv: (not kv[1]["drift"], kv[1]["p_value"]))
-    env = jinja2.Environment(loader=jinja2.PackageLoader("monitoring", "templates"), autoescape=True)
+    env = jinja2.Environment(loader=jinja2.PackageLoader("churn", "templates"), autoescape=True)
     return env.get_template("drift_report.html.j2").render(
         report=data,
         order=order,

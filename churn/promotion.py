@@ -2,7 +2,7 @@
 training.retrain and training.decide:
 
 - no current model: the new one becomes current (the first training, the cluster's first Job);
-- a current model (champion): it is replaced only on the gate's "promote" (training.gate), a
+- a current model (champion): it is replaced only on the gate's "promote" (churn.gate), a
   significant ROC AUC gain over its margin with non-inferior log loss, on outcomes neither model
   was trained on. A run without such a comparison (training.train: each run's test split is its
   own, other rows than the champion's) keeps the champion and only registers the new version.
@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
 if TYPE_CHECKING:  # the gate needs scipy; a first training does not
-    from training.gate import GateResult
+    from churn.gate import GateResult
 
 Override = Literal["auto", "always", "never"]
 OVERRIDES: tuple[Override, ...] = ("auto", "always", "never")
