@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -12,6 +14,8 @@ import pytest
 
 from churn.client import grpc_health, predict_grpc, records_from_csv
 from tests.support import DATA, ROOT, free_port, http, state_env, wait_for
+
+README = (ROOT / "README.md").read_text()
 
 pytestmark = pytest.mark.slow
 
@@ -58,6 +62,7 @@ def test_make_run_trains_serves_both_transports_and_stops_cleanly(tmp_path):
         wait_for(
             lambda: "churn_model_loaded 1.0" in http("GET", http_url + "/metrics")[1], 10, what="model gauge"
         )
+        _readme_curl_answers_as_shown(http_url, body["model"])
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         try:
@@ -74,6 +79,17 @@ def test_make_run_trains_serves_both_transports_and_stops_cleanly(tmp_path):
         time.sleep(0.2)
     else:
         pytest.fail("servers still running 30 s after make run was stopped")
+
+
+def _readme_curl_answers_as_shown(http_url: str, model: str) -> None:
+    """The Quick start's curl request, sent as written, gets the answer the README shows (the
+    model's tag aside: each training run names its own)."""
+    request = re.search(r"curl -s -X POST http://127\.0\.0\.1:3000/predict .*? -d '(.+)'\n", README)
+    shown = re.search(r"```json\n(\{\"model\".+\})\n```", README)
+    assert request and shown, "the README's curl example or its answer is missing"
+    status, answer, _ = http("POST", http_url + "/predict", json.loads(request.group(1)))
+    expected = json.loads(shown.group(1).replace(json.loads(shown.group(1))["model"], model))
+    assert status == 200 and answer == expected
 
 
 @pytest.mark.parametrize("which", ["HTTP_PORT", "GRPC_PORT", "GRPC_METRICS_PORT"])
