@@ -72,7 +72,11 @@ def test_every_link_to_docs_lands_on_a_file_and_a_heading(source):
 
 def test_the_layout_names_every_module_where_it_lives():
     """Each module of churn/, training/, monitoring/ and scoring/ is named in its folder's row."""
-    rows = {m.group(1): m.group(2) for m in re.finditer(r"^\| `([a-z_]+)/` \| (.+) \|$", README, flags=re.M)}
+    rows = {
+        folder: m.group(2)
+        for m in re.finditer(r"^\| (.+?) \| (.+) \|$", README, flags=re.M)
+        for folder in re.findall(r"`([a-z_]+)/`", m.group(1))
+    }
     missing = [
         f"{path.parent.name}/{path.name}"
         for folder in ("churn", "training", "monitoring", "scoring")
