@@ -1,6 +1,6 @@
-"""The drift check behind `python -m monitoring.drift` and the scheduled job: the current window
-(the prediction log or a CSV) against the current model's training sample, written as a report.
-Here so that the command only parses its options and the scheduled job runs the same check."""
+"""The drift check behind `python -m monitoring.drift` (see it for the options, outputs and exit
+codes): the current window (the prediction log or a CSV) against the current model's training
+sample, written as a report. monitoring.scheduled runs the same check."""
 
 from __future__ import annotations
 
