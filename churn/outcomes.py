@@ -1,6 +1,6 @@
 """The outcome record and its store, `$MLOPS_HOME/feedback/`: what really happened to the customers
 the service scored, each joined with the prediction it answers. This module is the record's one
-owner: it defines it, writes it and reads it; the join itself is monitoring.feedback.
+owner: it defines it, writes it and reads it; the join itself is churn.outcome_ingest.
 
 An outcome's **identity** is the customer and the prediction it answers (that prediction's time
 and request id), or the customer alone while it answers none yet. So the same outcome sent twice

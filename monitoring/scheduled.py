@@ -16,6 +16,7 @@ import sys
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from churn import drift_check
 from monitoring import drift, performance
 
 DRIFT_ARGS = ["--since", "24h", "--alert", "--allow-no-verdict"]
@@ -41,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"usage: python -m monitoring.scheduled (no arguments; got {argv})", file=sys.stderr)
         return 2
     # Each command's options parsed just before it runs: --since counts back from then.
-    drift_code, drift_summary = _run(lambda: drift.check(drift.parse_options(DRIFT_ARGS)))
+    drift_code, drift_summary = _run(lambda: drift_check.check(drift.parse_options(DRIFT_ARGS)))
     perf_code, perf_summary = _run(lambda: performance.check(performance.parse_options(PERFORMANCE_ARGS)))
     print(json.dumps({"drift": drift_summary, "performance": perf_summary}))
     return max(drift_code, perf_code)
