@@ -45,8 +45,9 @@ from churn.explain import split_explain
 from churn.jsonio import json_bytes, json_loads
 from churn.logs import setup_logging
 from churn.metrics import accept_balancing_gauge, grpc_metrics, serving_metrics
+from churn.predictionlog import PredictionLog
 from churn.schema import RecordValidationError, parse_predict_request
-from churn.serving import HolderStatus, ModelHolder, PredictionLog, ScoreResult
+from churn.serving import HolderStatus, ModelHolder, ScoreResult
 from churn.settings import load_settings, settings_from_env
 from churn.tuning import balance_http_workers, check_http_balancing
 

@@ -17,6 +17,8 @@ from __future__ import annotations
 import csv
 import gzip
 import os
+import signal
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
@@ -32,6 +34,7 @@ import pyarrow.parquet as pq
 
 from churn.explain import top_reasons
 from churn.fastpath import Columns, records_to_columns
+from churn.logs import setup_logging
 from churn.model import LoadedModel, load_current_model, load_model, load_reference, tag_in_store
 from churn.schema import (
     FEATURE_NAMES,
@@ -43,7 +46,7 @@ from churn.schema import (
     coerce_dtypes,
     numeric_faults,
 )
-from churn.settings import Settings
+from churn.settings import Settings, settings_or_exit
 
 # A share of bad rows past which the file, not a few rows, is wrong (the monitoring commands'
 # --max-bad-fraction default for unreadable log lines is the same).
@@ -66,6 +69,18 @@ class BatchInputError(ValueError):
 class Shard:
     index: int = 0
     count: int = 1
+
+
+@dataclass(frozen=True)
+class BatchOptions:
+    """`python -m scoring.batch`'s options, checked (see scoring/batch.py)."""
+
+    input: Path
+    output: Path
+    model: str | None  # None: the registry's current model
+    reasons: int  # 0: none
+    shard: Shard
+    max_bad_fraction: float
 
 
 @dataclass(frozen=True)
@@ -700,3 +715,32 @@ def run_batch(
     )
     seconds = time.monotonic() - started  # the model's loading included: file to file
     return replace(summary, seconds=seconds, rows_per_second=summary.rows_in / seconds)
+
+
+def score_batch(options: BatchOptions) -> BatchSummary:
+    """`python -m scoring.batch` but its option parsing and exit codes: the settings (SystemExit when
+    bad), the log, then `run_batch` with progress on stderr. Raises what `run_batch` raises."""
+    settings = settings_or_exit()
+    log = setup_logging(settings, "batch").getChild("batch")
+    # A Job deleted or evicted gets SIGTERM: exit through the cleanup, which leaves no partial file.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    summary = run_batch(
+        settings,
+        options.input,
+        options.output,
+        tag=options.model,
+        reasons=options.reasons,
+        shard=options.shard,
+        max_bad_fraction=options.max_bad_fraction,
+        progress_stream=sys.stderr,
+    )
+    log.info(
+        "scored %d of %d rows (%d rejected) with %s into %s in %.1f s",
+        summary.rows_scored,
+        summary.rows_in,
+        summary.rows_rejected,
+        summary.model,
+        summary.output,
+        summary.seconds,
+    )
+    return summary

@@ -55,6 +55,12 @@ class LoadedModel:
             return self.fast.predict_records(records)
         return self.predict_proba(records_to_frame(records))
 
+    def scored(self, records: list[dict[str, Any]]) -> tuple[np.ndarray, np.ndarray]:
+        """Probabilities and labels against this version's threshold: what the server answers with,
+        and what the prediction-log writer records for a shadow candidate."""
+        proba = self.predict_records(records)
+        return proba, proba >= self.threshold
+
     @property
     def scoring(self) -> str:
         """Which path scores requests: "fast" (verified lean scorer) or "pipeline"."""

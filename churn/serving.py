@@ -4,9 +4,8 @@
   re-reads the registry every RELOAD_INTERVAL_SECONDS and swaps models atomically (hot reload),
   scores requests (routing a canary's share of customers to the candidate), and reports its status
   for the health routes.
-- PredictionLog, owned by the holder, appends one JSON line per prediction from a background
-  thread, never blocking or failing a request; a shadow candidate is scored there, off the
-  response's path. It counts what it had to drop.
+- The holder hands every prediction to its PredictionLog (churn.predictionlog), which writes it
+  off the response's path and scores a shadow candidate there.
 
 What a response looks like is churn.contract; the gauges copied from the monitoring reports,
 churn.metrics.
@@ -14,29 +13,25 @@ churn.metrics.
 
 from __future__ import annotations
 
-import datetime as dt
 import hashlib
 import logging
 import os
-import queue
-import socket
 import threading
-import time
-from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
-from churn.cleanup import prune_prediction_logs
 from churn.explain import Explained, explain_scored, score_and_explain
 from churn.holdout import holdout_mask
 from churn.metrics import ServingMetrics
 from churn.model import LoadedModel, ModelUnavailable, load_model, warm_imports
 from churn.model_registry import Candidate, RegistryError, read_registry
-from churn.predictionlog import encode_lines
 from churn.settings import Settings
 from churn.tuning import tune_gc
+
+if TYPE_CHECKING:
+    from churn.predictionlog import PredictionLog
 
 log = logging.getLogger("churn.serving")
 
@@ -84,11 +79,6 @@ def canary_share(key: str, salt: str) -> float:
     """A stable position in [0, 1) for a customer: the same key and salt always give the same one."""
     digest = hashlib.blake2b(key.encode(), digest_size=8, key=salt.encode()[:64]).digest()
     return int.from_bytes(digest, "big") / 2**64
-
-
-def scored(model: LoadedModel, records: list[dict[str, Any]]) -> tuple[np.ndarray, np.ndarray]:
-    proba = model.predict_records(records)
-    return proba, proba >= model.threshold
 
 
 @dataclass
@@ -310,7 +300,7 @@ class ModelHolder:
             proba, explained = score_and_explain(current, records, explain)
             result = ScoreResult(proba, proba >= current.threshold, (current.tag,), explained=explained)
         else:
-            proba, churn = scored(current, records)
+            proba, churn = current.scored(records)
             result = ScoreResult(proba, churn, (current.tag,))
         if explain is not None and result.explained is None:
             models = (current,) if result.model_index is None else (current, serving.candidate)
@@ -358,214 +348,6 @@ class ModelHolder:
         for model, mask in ((current, ~to_candidate), (candidate, to_candidate)):
             if mask.any():
                 idx = np.flatnonzero(mask)
-                p, c = scored(model, [records[i] for i in idx])
+                p, c = model.scored([records[i] for i in idx])
                 proba[idx], churn[idx] = p, c
         return ScoreResult(proba, churn, (current.tag, candidate.tag), to_candidate.astype(np.int8))
-
-
-# A shadow candidate is scored by the log writer for what arrives within this window (or up to this
-# many records), in one call: a candidate the fast path refuses costs ~4 ms a call through the
-# sklearn pipeline whatever the number of records, and scored request by request it took the
-# interpreter from the requests (one client, one record: median 2.0 -> 9.9 ms).
-SHADOW_BATCH_SECONDS = 0.1
-SHADOW_BATCH_RECORDS = 5_000
-
-
-class PredictionLog:
-    """Append-only JSON-lines log of served predictions, under `$MLOPS_HOME/predictions/`.
-
-    One file per process and day (`<host>-<pid>-<YYYYMMDD>-<seq>.jsonl`), a new `seq` past
-    PREDICTION_LOG_MAX_BYTES: replicas on one volume never write the same file. Requests only put
-    a tuple on a queue bounded in records (PREDICTION_LOG_QUEUE_SIZE); a full queue or a failed
-    write drops records and calls `on_drop`. A failed write closes the file, so the next batch
-    opens it again: logging resumes by itself once the disk has room or the folder is writable.
-    """
-
-    def __init__(
-        self,
-        settings: Settings,
-        on_drop: Callable[[int], None] = lambda n: None,
-        clock: Callable[[], float] = time.time,
-    ):
-        self.folder = settings.predictions_dir
-        self.max_bytes = settings.prediction_log_max_bytes
-        self.max_total_bytes = settings.prediction_log_max_total_bytes
-        self.label_delay_seconds = settings.label_delay_days * 86400.0
-        self.enabled = settings.prediction_log_enabled
-        self.max_queued = settings.prediction_log_queue_size
-        self.on_drop = on_drop
-        self.clock = clock
-        self.dropped = 0
-        self._queue: queue.SimpleQueue = queue.SimpleQueue()
-        self._queued = 0  # records waiting: the bound is in records, so 10,000-record requests count
-        self._count_lock = threading.Lock()
-        self._idle = threading.Event()
-        self._idle.set()
-        self._thread: threading.Thread | None = None
-        self._start_lock = threading.Lock()
-        self._fh = None
-        self._day = ""
-        self._seq = 0
-        self._prefix = f"{socket.gethostname()}-{os.getpid()}"
-
-    def _ensure_thread(self) -> None:
-        if self._thread is None:
-            with self._start_lock:
-                if self._thread is None:
-                    self._thread = threading.Thread(
-                        target=self._run, name="churn-prediction-log", daemon=True
-                    )
-                    self._thread.start()
-
-    def append(
-        self,
-        request_id: str,
-        result: ScoreResult,
-        records: list[dict],
-        ids: list[Any],
-        shadow: LoadedModel | None = None,
-    ) -> None:
-        if not self.enabled:
-            return
-        n = len(records)
-        with self._count_lock:
-            if self._queued + n > self.max_queued:
-                full = True
-            else:
-                full = False
-                self._queued += n
-                self._idle.clear()
-        if full:
-            self._drop(n)
-            return
-        self._ensure_thread()
-        self._queue.put((self.clock(), request_id, result, records, ids, shadow))
-
-    def _drop(self, n: int) -> None:
-        self.dropped += n
-        try:
-            self.on_drop(n)
-        except Exception:
-            pass
-
-    def _run(self) -> None:
-        while True:
-            item = self._queue.get()
-            if item is None:
-                break
-            batch = [item]
-            if item[5] is not None:  # a shadow: what arrives in the next moment is scored with it
-                batch, stop = self._gather(batch)
-            else:
-                stop = False
-            for it in batch:
-                n = len(it[3])
-                try:
-                    self._write(*it)
-                except Exception:
-                    self._drop(n)
-                    self._close()
-                finally:
-                    with self._count_lock:
-                        self._queued -= n
-                        if self._queued == 0:
-                            self._idle.set()
-            if stop:
-                break
-
-    def _gather(self, batch: list[tuple]) -> tuple[list[tuple], bool]:
-        """The items queued within SHADOW_BATCH_SECONDS, their shadow scored in one call per
-        candidate (the items then carry the scores instead of the model). True: stop after."""
-        deadline = time.monotonic() + SHADOW_BATCH_SECONDS
-        records, stop = len(batch[0][3]), False
-        while records < SHADOW_BATCH_RECORDS:
-            try:
-                item = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
-            except queue.Empty:
-                break
-            if item is None:
-                stop = True
-                break
-            batch.append(item)
-            records += len(item[3])
-        out = []
-        for shadow in {id(it[5]): it[5] for it in batch if it[5] is not None}.values():
-            mine = [it for it in batch if it[5] is shadow]
-            try:
-                proba, churn = scored(shadow, [r for it in mine for r in it[3]])
-            except Exception:  # a candidate that fails to score: its records are logged without it
-                log.exception("shadow scoring failed")
-                continue
-            start = 0
-            for it in mine:
-                end = start + len(it[3])
-                out.append((id(it), (shadow.tag, proba[start:end], churn[start:end])))
-                start = end
-        scores = dict(out)
-        return [(*it[:5], scores.get(id(it))) for it in batch], stop
-
-    def _write(
-        self,
-        ts: float,
-        request_id: str,
-        result: ScoreResult,
-        records: list[dict],
-        ids: list[Any],
-        shadow: tuple[str, np.ndarray, np.ndarray] | None,
-    ) -> None:
-        """`shadow`: the candidate's tag, probabilities and labels for these records."""
-        when = dt.datetime.fromtimestamp(ts, dt.UTC)
-        payload = encode_lines(
-            ts,
-            request_id,
-            result.record_models(),
-            records,
-            ids,
-            result.probabilities,
-            result.churn,
-            shadow,
-            result.holdout,
-        )
-        fh = self._open(when.strftime("%Y%m%d"), len(payload))
-        fh.write(payload)
-        fh.flush()
-
-    def _open(self, day: str, incoming: int):
-        if self._fh is not None and (day != self._day or self._fh.tell() + incoming > self.max_bytes):
-            self._close()
-            self._seq = 0 if day != self._day else self._seq + 1
-        if self._fh is None:
-            self.folder.mkdir(parents=True, exist_ok=True)
-            # A new file: keep the folder under its cap first (bursts between retention runs).
-            prune_prediction_logs(
-                self.folder, self.max_total_bytes, label_delay_seconds=self.label_delay_seconds
-            )
-            if day != self._day:
-                self._seq = 0
-            self._day = day
-            while True:
-                path = self.folder / f"{self._prefix}-{day}-{self._seq:04d}.jsonl"
-                if not path.exists() or path.stat().st_size + incoming <= self.max_bytes:
-                    break
-                self._seq += 1
-            self._fh = open(path, "ab")  # noqa: SIM115 - kept open across batches on purpose
-        return self._fh
-
-    def _close(self) -> None:
-        if self._fh is not None:
-            try:
-                self._fh.close()
-            except OSError:
-                pass
-            self._fh = None
-
-    def flush(self, timeout: float = 5.0) -> bool:
-        """Wait (bounded) until what is queued is written; used at shutdown and by tests."""
-        return self._idle.wait(timeout)
-
-    def close(self) -> None:
-        if self._thread is not None:
-            self.flush()
-            self._queue.put(None)
-            self._thread.join(timeout=5)
-        self._close()

@@ -20,28 +20,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import signal
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 
-from churn.batch_scoring import MAX_BAD_ROWS_FRACTION, BatchInputError, Shard, run_batch
+from churn.batch_scoring import MAX_BAD_ROWS_FRACTION, BatchInputError, BatchOptions, Shard, score_batch
 from churn.cli import options_from, reasons_count, shard_spec, share
-from churn.logs import setup_logging
 from churn.model import ModelUnavailable
-from churn.settings import settings_or_exit
-
-
-@dataclass(frozen=True)
-class BatchOptions:
-    """The command's options, checked (see the module's docstring)."""
-
-    input: Path
-    output: Path
-    model: str | None  # None: the registry's current model
-    reasons: int  # 0: none
-    shard: Shard
-    max_bad_fraction: float
 
 
 def parse_options(argv: list[str] | None) -> BatchOptions:
@@ -66,44 +50,18 @@ def parse_options(argv: list[str] | None) -> BatchOptions:
     return options_from(BatchOptions, args, shard=Shard(*args.shard))
 
 
-def run(options: BatchOptions) -> int:
-    """The command but its option parsing. SystemExit on bad settings."""
-    settings = settings_or_exit()
-    log = setup_logging(settings, "batch").getChild("batch")
-    # A Job deleted or evicted gets SIGTERM: exit through the cleanup, which leaves no partial file.
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+def main(argv: list[str] | None = None) -> int:
+    options = parse_options(argv)
     try:
-        summary = run_batch(
-            settings,
-            options.input,
-            options.output,
-            tag=options.model,
-            reasons=options.reasons,
-            shard=options.shard,
-            max_bad_fraction=options.max_bad_fraction,
-            progress_stream=sys.stderr,
-        )
+        summary = score_batch(options)
     except BatchInputError as exc:
         print(f"error: {exc}; nothing written", file=sys.stderr)
         return 2
     except (ModelUnavailable, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    log.info(
-        "scored %d of %d rows (%d rejected) with %s into %s in %.1f s",
-        summary.rows_scored,
-        summary.rows_in,
-        summary.rows_rejected,
-        summary.model,
-        summary.output,
-        summary.seconds,
-    )
     print(json.dumps(summary.as_dict()))
     return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    return run(parse_options(argv))
 
 
 if __name__ == "__main__":

@@ -16,8 +16,9 @@ import pandas as pd
 import pytest
 from sklearn.model_selection import train_test_split
 
+from churn.predictionlog import PredictionLog
 from churn.schema import FEATURE_NAMES, read_customers_csv
-from churn.serving import PredictionLog, ScoreResult
+from churn.serving import ScoreResult
 from churn.settings import settings_from_env
 from tests.support import DATA, last_json_line, run_cli, state_env, train
 

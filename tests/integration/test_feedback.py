@@ -10,8 +10,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from churn.predictionlog import PredictionLog
 from churn.schema import EXAMPLE_RECORD, parse_predict_request
-from churn.serving import PredictionLog, ScoreResult
+from churn.serving import ScoreResult
 from churn.settings import settings_from_env
 from tests.support import last_json_line, run_cli, state_env
 

@@ -196,8 +196,9 @@ def test_outcomes_of_customers_a_version_was_fitted_on_are_left_out(served, tmp_
     20 % of its data were its test rows), and the report says so."""
     import shutil
 
+    from churn.predictionlog import PredictionLog
     from churn.schema import EXAMPLE_RECORD, parse_predict_request
-    from churn.serving import PredictionLog, ScoreResult
+    from churn.serving import ScoreResult
 
     home, tag, n, folder = served
     copy = tmp_path / "home"

@@ -14,8 +14,9 @@ import pytest
 
 from churn import logs
 from churn.jsonio import json_bytes
+from churn.predictionlog import PredictionLog
 from churn.schema import EXAMPLE_RECORD, parse_predict_request
-from churn.serving import PredictionLog, ScoreResult
+from churn.serving import ScoreResult
 from churn.settings import settings_from_env
 
 RECORDS, IDS = parse_predict_request({"instances": [EXAMPLE_RECORD] * 10})

@@ -12,8 +12,9 @@ import pytest
 
 from churn.cleanup import DAY, apply_retention, prune_prediction_logs
 from churn.monitoring_inputs import read_prediction_log
+from churn.predictionlog import PredictionLog
 from churn.schema import EXAMPLE_RECORD, parse_predict_request
-from churn.serving import PredictionLog, ScoreResult
+from churn.serving import ScoreResult
 from churn.settings import settings_from_env
 
 NOW = time.time()
