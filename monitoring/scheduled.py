@@ -16,6 +16,7 @@ import sys
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from churn.performance_check import check as check_performance
 from monitoring import drift, performance
 
 DRIFT_ARGS = ["--since", "24h", "--alert", "--allow-no-verdict"]
@@ -42,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     # Each command's options parsed just before it runs: --since counts back from then.
     drift_code, drift_summary = _run(lambda: drift.check(drift.parse_options(DRIFT_ARGS)))
-    perf_code, perf_summary = _run(lambda: performance.check(performance.parse_options(PERFORMANCE_ARGS)))
+    perf_code, perf_summary = _run(lambda: check_performance(performance.parse_options(PERFORMANCE_ARGS)))
     print(json.dumps({"drift": drift_summary, "performance": perf_summary}))
     return max(drift_code, perf_code)
 
