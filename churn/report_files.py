@@ -1,4 +1,6 @@
-"""Drift reports: drift_report.json, a self-contained drift_report.html, and drift_metrics.prom.
+"""Report files. Drift: drift_report.json, a self-contained drift_report.html, and
+drift_metrics.prom. Performance: the self-contained performance_report.html (its JSON and its
+folder are churn.performance_check's).
 
 A report folder is written under a temporary name and renamed into place, so a reader (or the
 `latest` link) never sees half a report.
@@ -6,11 +8,15 @@ A report folder is written under a temporary name and renamed into place, so a r
 
 from __future__ import annotations
 
+import base64
+import datetime as dt
+import io
 import os
 import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -22,6 +28,8 @@ from churn.schema import FEATURES_BY_NAME
 REPORT_JSON = DRIFT_REPORT_JSON
 DRIFT_REPORT_HTML = "drift_report.html"
 REPORT_PROM = "drift_metrics.prom"
+PERFORMANCE_REPORT_HTML = "performance_report.html"
+SHOWN = ("roc_auc", "f1", "precision", "recall", "log_loss", "brier", "pr_auc")  # performance metrics
 
 
 @dataclass(frozen=True)
@@ -118,6 +126,63 @@ def write_report(
         },
         output_dir,
     )
+
+
+def render_performance_html(report: dict[str, Any]) -> str:
+    """`report`: as its file has it (PerformanceReport's dump)."""
+    import jinja2
+
+    env = jinja2.Environment(loader=jinja2.PackageLoader("churn", "templates"), autoescape=True)
+    return env.get_template("performance_report.html.j2").render(
+        report=report, plots=_plots(report), shown=SHOWN, band=report["estimate_band"]
+    )
+
+
+def _plots(report: dict[str, Any]) -> dict[str, str]:
+    """Per metric, estimated (line) and realized (point) values of every version over time."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    plots = {}
+    for metric, label in (("f1", "F1"), ("roc_auc", "ROC AUC")):
+        fig, ax = plt.subplots(figsize=(7.5, 3.0), dpi=80)
+        for i, (tag, m) in enumerate(report["models"].items()):
+            color = f"C{i}"
+            ends = [dt.datetime.fromisoformat(c["end"].replace("Z", "+00:00")) for c in m["chunks"]]
+            ax.plot(
+                ends,
+                [c[f"estimated_{metric}"] for c in m["chunks"]],
+                "-o",
+                color=color,
+                ms=3,
+                label=f"{tag} estimated",
+            )
+            if m["realized"] and m["realized"].get(metric) is not None and ends:
+                ax.plot([ends[-1]], [m["realized"][metric]], "D", color=color, ms=8, label=f"{tag} realized")
+            if m["training"].get(metric) is not None and ends:
+                ax.hlines(m["training"][metric], ends[0], ends[-1], colors=color, linestyles=":", lw=1)
+        ax.set_ylabel(label)
+        ax.set_ylim(0, 1)
+        ax.set_title(
+            f"{label}: estimated over time (line), realized (diamond), at training (dotted)", fontsize=9
+        )
+        ax.legend(fontsize=6, loc="lower left")
+        fig.autofmt_xdate()
+        plots[metric] = png_base64(fig)
+    return plots
+
+
+def png_base64(fig) -> str:
+    """A matplotlib figure as an inline PNG (base64), closed afterwards."""
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    return base64.b64encode(buf.getvalue()).decode()
 
 
 def write_report_folder(files: dict[str, str], output_dir: Path) -> Path:

@@ -13,39 +13,36 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Callable, Mapping
-from typing import Any
 
-from churn import drift_check
+from churn import drift_check, performance_check
 from monitoring import drift, performance
 
 DRIFT_ARGS = ["--since", "24h", "--alert", "--allow-no-verdict"]
 PERFORMANCE_ARGS = ["--since", "30d", "--alert", "--allow-no-verdict"]
-
-# A command's check, its options parsed: its exit code and summary (churn.reports: DriftSummary,
-# PerformanceSummary or their no-verdict forms; None on bad input).
-Check = Callable[[], tuple[int, Mapping[str, Any] | None]]
-
-
-def _run(check: Check) -> tuple[int, Mapping[str, Any] | None]:
-    try:
-        code, summary = check()
-    except SystemExit as exc:  # options or settings: a message is already on stderr
-        return (exc.code if isinstance(exc.code, int) else 2), None
-    if summary is not None:
-        print(json.dumps(summary))  # the command's own last line
-    return code, summary
 
 
 def main(argv: list[str] | None = None) -> int:
     if argv:
         print(f"usage: python -m monitoring.scheduled (no arguments; got {argv})", file=sys.stderr)
         return 2
-    # Each command's options parsed just before it runs: --since counts back from then.
-    drift_code, drift_summary = _run(lambda: drift_check.check(drift.parse_options(DRIFT_ARGS)))
-    perf_code, perf_summary = _run(lambda: performance.check(performance.parse_options(PERFORMANCE_ARGS)))
-    print(json.dumps({"drift": drift_summary, "performance": perf_summary}))
-    return max(drift_code, perf_code)
+    codes, summaries = [], {}
+    # Each command's options parsed just before it runs: --since counts back from then. Its summary
+    # is churn.reports' DriftSummary or PerformanceSummary (or their no-verdict forms), None on bad
+    # input; the second runs even if the first found none.
+    for name, command, check, args in (
+        ("drift", drift, drift_check.check, DRIFT_ARGS),
+        ("performance", performance, performance_check.check, PERFORMANCE_ARGS),
+    ):
+        try:
+            code, summary = check(command.parse_options(args))
+        except SystemExit as exc:  # options or settings: a message is already on stderr
+            code, summary = (exc.code if isinstance(exc.code, int) else 2), None
+        if summary is not None:
+            print(json.dumps(summary))  # the command's own last line
+        codes.append(code)
+        summaries[name] = summary
+    print(json.dumps(summaries))
+    return max(codes)
 
 
 if __name__ == "__main__":
