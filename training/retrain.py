@@ -38,6 +38,7 @@ import numpy as np
 import pandas as pd
 
 from churn.cli import fraction, options_from, positive_int
+from churn.fitting import DEFAULT_DATA, TrainingResult, fit, save_and_register, sha256_of
 from churn.gate import GateResult, compare_paired, sequential_design
 from churn.logs import setup_logging
 from churn.model import ModelUnavailable, load_membership, load_model, trained_on
@@ -53,7 +54,6 @@ from churn.schema import (
 )
 from churn.settings import Settings, settings_or_exit
 from churn.utctime import parse_time
-from training.train import DEFAULT_DATA, TrainingResult, fit, save_and_register, sha256_of
 
 EVAL_FRACTION = 0.3
 
