@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import sys
 
+from churn.fitting import DEFAULT_DATA, save_and_register, train
 from churn.logs import setup_logging
 from churn.promotion import promotion
 from churn.settings import settings_or_exit
-from training.train import DEFAULT_DATA, save_and_register, train
 
 
 def unsupported_pipeline(seed: int):

@@ -16,10 +16,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from churn.fitting import fit
 from churn.gate import compare_paired
 from churn.schema import validate_frame
 from tests.support import DATA
-from training.train import fit
 
 pytestmark = pytest.mark.slow
 WINDOWS = 200

@@ -89,8 +89,8 @@ def test_estimate_is_close_to_realized_on_random_held_out_halves():
     average; a single split's realized value carries its own sampling noise (3,500 outcomes)."""
     import logging
 
+    from churn.fitting import fit
     from churn.schema import validate_frame
-    from training.train import fit
 
     raw = pd.read_csv(DATA, dtype=str, keep_default_na=False)
     gaps = {m: [] for m in ("precision", "recall", "f1", "roc_auc")}

@@ -13,9 +13,9 @@ import pytest
 from churn.client import records_from_csv
 from churn.model_registry import Registry
 from churn.outcomes import LabelledExample
+from churn.retraining import EVAL_FRACTION, split_examples, training_data
 from churn.schema import read_customers_csv
 from tests.support import DATA, ROOT, Server, http, last_json_line, run_cli, state_env, train
-from training.retrain import EVAL_FRACTION, split_examples, training_data
 
 pytestmark = pytest.mark.slow
 
@@ -142,11 +142,12 @@ def test_without_a_current_model_there_is_nothing_to_compare(tmp_path):
 
 MEANWHILE = """
 import dataclasses, sys
+import churn.retraining as retraining
 import training.retrain as retrain
 from churn.model_registry import Registry
 from churn.settings import load_settings
 
-real = retrain.compare_paired
+real = retraining.compare_paired
 
 
 def gate(*args, **kwargs):  # the comparison takes a while; an operator promotes another version
@@ -156,7 +157,7 @@ def gate(*args, **kwargs):  # the comparison takes a while; an operator promotes
     return dataclasses.replace(result, decision="promote")
 
 
-retrain.compare_paired = gate
+retraining.compare_paired = gate
 sys.exit(retrain.main(["--min-labels", "50"]))
 """
 

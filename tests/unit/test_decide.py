@@ -10,7 +10,7 @@ import logging
 import numpy as np
 import pytest
 
-import training.decide as decide_module
+import churn.decision as decide_module
 from churn.gate import compare_paired
 from churn.model import customer_hashes
 from churn.model_registry import Registry

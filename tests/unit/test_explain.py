@@ -11,10 +11,10 @@ from sklearn.model_selection import train_test_split
 
 from churn.explain import ExplainRefused, LinearReasons, explain_scored, parse_explain, top_reasons
 from churn.fastpath import FastScorer
+from churn.fitting import build_pipeline
 from churn.schema import FEATURE_NAMES, RecordValidationError, read_customers_csv
 from tests.models import unsupported_pipeline
 from tests.support import DATA, ROOT
-from training.train import build_pipeline
 
 SHAP_PYTHON = ROOT / ".venv-shap" / "bin" / "python"
 

@@ -5,9 +5,9 @@ import pytest
 from sklearn.model_selection import train_test_split
 
 from churn.fastpath import FastScorer, records_to_columns, verified_fast_scorer
+from churn.fitting import build_pipeline
 from churn.schema import EXAMPLE_RECORD, parse_predict_request, read_customers_csv, records_to_frame
 from tests.support import DATA
-from training.train import build_pipeline
 
 
 @pytest.fixture(scope="module")
