@@ -92,7 +92,7 @@ def _tell_drift(
     print(f"report: {folder / DRIFT_REPORT_HTML}", file=sys.stderr)
 
 
-def run(settings: Settings, options: DriftOptions, log) -> tuple[int, DriftSummary]:
+def _detect_and_report(settings: Settings, options: DriftOptions, log) -> tuple[int, DriftSummary]:
     current = load_current_window(
         options.current,
         settings.predictions_dir,
@@ -148,13 +148,13 @@ def run(settings: Settings, options: DriftOptions, log) -> tuple[int, DriftSumma
     return code, summary
 
 
-def check(options: DriftOptions) -> tuple[int, DriftSummary | DriftNoVerdict | None]:
+def check_drift(options: DriftOptions) -> tuple[int, DriftSummary | DriftNoVerdict | None]:
     """The command but its option parsing and its last line: the exit code and the summary (None:
     bad input, told on stderr). SystemExit on bad settings."""
     settings = settings_or_exit()
     log = setup_logging(settings, "drift").getChild("drift")
     try:
-        return run(settings, options, log)
+        return _detect_and_report(settings, options, log)
     except NoVerdict as exc:
         if not options.allow_no_verdict:
             print(f"error: {exc}", file=sys.stderr)

@@ -363,7 +363,7 @@ class FeedbackOptions:
     max_bad_fraction: float
 
 
-def run(options: FeedbackOptions) -> int:
+def ingest_outcomes(options: FeedbackOptions) -> int:
     """`python -m monitoring.feedback` but its option parsing: prints its lines, returns its exit
     code. SystemExit on bad settings."""
     settings = settings_or_exit()

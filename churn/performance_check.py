@@ -370,7 +370,9 @@ def write(settings: Settings, report: PerformanceReport, output_dir: Path | None
     return folder
 
 
-def check(options: PerformanceOptions) -> tuple[int, PerformanceSummary | PerformanceNoVerdict | None]:
+def check_performance(
+    options: PerformanceOptions,
+) -> tuple[int, PerformanceSummary | PerformanceNoVerdict | None]:
     """The command but its option parsing and its last line: the exit code and the summary (None:
     bad input, told on stderr). SystemExit on bad settings."""
     settings = settings_or_exit()

@@ -25,7 +25,7 @@ import sys
 from pathlib import Path
 
 from churn.cli import open_unit, options_from, positive_int, value_or_exit
-from churn.drift_check import DriftOptions, check
+from churn.drift_check import DriftOptions, check_drift
 from churn.monitoring_inputs import add_max_bad_fraction, parse_since
 
 
@@ -63,7 +63,7 @@ def parse_options(argv: list[str] | None) -> DriftOptions:
 
 
 def main(argv: list[str] | None = None) -> int:
-    code, summary = check(parse_options(argv))
+    code, summary = check_drift(parse_options(argv))
     if summary is not None:
         print(json.dumps(summary))
     return code

@@ -36,7 +36,7 @@ from pathlib import Path
 
 from churn.cli import options_from
 from churn.monitoring_inputs import add_max_bad_fraction
-from churn.outcome_ingest import FeedbackOptions, run
+from churn.outcome_ingest import FeedbackOptions, ingest_outcomes
 
 
 def parse_options(argv: list[str] | None) -> FeedbackOptions:
@@ -57,7 +57,7 @@ def parse_options(argv: list[str] | None) -> FeedbackOptions:
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run(parse_options(argv))
+    return ingest_outcomes(parse_options(argv))
 
 
 if __name__ == "__main__":

@@ -30,7 +30,7 @@ from pathlib import Path
 
 from churn.cli import open_unit, options_from, positive_int, value_or_exit
 from churn.monitoring_inputs import add_max_bad_fraction, parse_since
-from churn.performance_check import PerformanceOptions, check
+from churn.performance_check import PerformanceOptions, check_performance
 
 
 def parse_options(argv: list[str] | None) -> PerformanceOptions:
@@ -66,7 +66,7 @@ def parse_options(argv: list[str] | None) -> PerformanceOptions:
 
 
 def main(argv: list[str] | None = None) -> int:
-    code, summary = check(parse_options(argv))
+    code, summary = check_performance(parse_options(argv))
     if summary is not None:
         print(json.dumps(summary))
     return code

@@ -30,8 +30,8 @@ def main(argv: list[str] | None = None) -> int:
     # is churn.reports' DriftSummary or PerformanceSummary (or their no-verdict forms), None on bad
     # input; the second runs even if the first found none.
     for name, command, check, args in (
-        ("drift", drift, drift_check.check, DRIFT_ARGS),
-        ("performance", performance, performance_check.check, PERFORMANCE_ARGS),
+        ("drift", drift, drift_check.check_drift, DRIFT_ARGS),
+        ("performance", performance, performance_check.check_performance, PERFORMANCE_ARGS),
     ):
         try:
             code, summary = check(command.parse_options(args))
