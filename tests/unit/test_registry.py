@@ -102,6 +102,8 @@ reg = Registry(sys.argv[1], "churn_model")
 i = 0
 while True:
     reg.register(f"m:{sys.argv[2]}-{i}", {"metrics": {"roc_auc": 0.8}, "blob": "x" * 20000}, (True, "test"))
+    if i == 0:
+        print("writing", flush=True)
     i += 1
 """
 
@@ -110,10 +112,18 @@ def test_writer_killed_at_random_points_leaves_a_valid_registry(tmp_path):
     path = tmp_path / "registry.json"
     rng = random.Random(7)
     for round_ in range(8):
-        proc = subprocess.Popen([sys.executable, "-c", WRITER, str(path), str(round_)], cwd=os.getcwd())
-        time.sleep(0.3 + rng.random() * 0.5)
+        proc = subprocess.Popen(
+            [sys.executable, "-c", WRITER, str(path), str(round_)],
+            cwd=os.getcwd(),
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        # Killed while it writes, not while Python starts (which took over 0.3 s on a loaded machine).
+        assert proc.stdout.readline() == "writing\n"
+        time.sleep(rng.random() * 0.5)
         proc.send_signal(signal.SIGKILL)
         proc.wait()
+        proc.stdout.close()
         data = Registry(path, "churn_model").read()  # raises if half-written
         assert data["current"] in data["versions"]
         registered = [e["tag"] for e in data["history"] if e["action"] == "register"]
