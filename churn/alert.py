@@ -1,4 +1,5 @@
-"""Drift alerts: POST the JSON summary to MONITORING_WEBHOOK_URL with a bearer token.
+"""Monitoring alerts (drift and performance): POST the JSON summary to MONITORING_WEBHOOK_URL
+with a bearer token.
 
 Retries with exponential back-off inside a fixed time box, and reports (never raises) when the
 endpoint stays down. Neither the token nor the URL (which may carry credentials of its own) is

@@ -6,7 +6,7 @@
 - Prediction logs are capped in total size (PREDICTION_LOG_MAX_TOTAL_BYTES): every writer prunes
   the oldest files when it starts a new one, so a burst of traffic between two retention runs
   cannot fill the volume; the retention job prunes by size and by age (RETENTION_DAYS).
-- The retention job (monitoring.retention, run by the scheduled monitoring job) also deletes
+- The retention job (monitoring.retention, its own CronJob: churn-retention) also deletes
   report folders and application logs older than RETENTION_DAYS, and outcome files older than
   FEEDBACK_RETENTION_DAYS. The registry and the model store are never touched.
 

@@ -1,4 +1,5 @@
-"""Reading the drift check's inputs: CSV files and the service's prediction log (JSON lines).
+"""Reading the monitoring checks' inputs (drift, performance, outcome ingestion): CSV files and
+the service's prediction log (JSON lines).
 
 Unlike training, the drift check must not refuse a category it has never seen: it is exactly what
 it is there to report. So categorical values are kept as they are, and only structure (columns,

@@ -1,5 +1,5 @@
 """The performance report's logic (`python -m monitoring.performance` parses its options and calls
-`check`): per model version, realized metrics on the untreated outcomes that came back, beside its
+`check_performance`): per model version, realized metrics on the untreated outcomes that came back, beside its
 training-time metrics and its CBPE estimate (churn.estimation), and where the two disagree.
 """
 

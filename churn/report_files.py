@@ -1,6 +1,6 @@
 """Report files. Drift: drift_report.json, a self-contained drift_report.html, and
-drift_metrics.prom. Performance: the self-contained performance_report.html (its JSON and its
-folder are churn.performance_check's).
+drift_metrics.prom. Performance: the self-contained performance_report.html, beside the JSON that
+churn.performance_check builds (churn.reports' shape). Both reports' folders are written here.
 
 A report folder is written under a temporary name and renamed into place, so a reader (or the
 `latest` link) never sees half a report.

@@ -1,6 +1,6 @@
-"""The monitoring reports' shapes and where they are: written by monitoring.drift and
-monitoring.performance, read by the service for its gauges (churn.metrics), by the reports' HTML
-templates and by the commands' summaries and alerts.
+"""The monitoring reports' shapes and where they are: written by churn.drift_check and
+churn.performance_check (through churn.report_files), read by the service for its gauges
+(churn.metrics), by the reports' HTML templates and by the commands' summaries and alerts.
 
 Each report is `<reports>/<UTC time>[-performance]/<file>.json`, the newest linked from
 `<reports>/latest` (drift) and `<reports>/latest-performance` (churn.settings: latest_*_report).

@@ -129,7 +129,7 @@ def _train_challenger(
     window: list[LabelledExample],
     log,
 ) -> tuple[ValidatedData, TrainingResult]:
-    """Fit as training.train does, on the base data and the training part; the provenance names
+    """Fit as churn.fitting fits a first model, on the base data and the training part; the provenance names
     the outcomes it learned from."""
     feedback_sha = hashlib.sha256(json.dumps([e["customerID"] for e in train_part]).encode()).hexdigest()
     data = training_data(base, train_part, window)

@@ -1,5 +1,5 @@
 """Decide about the staged candidate from the outcomes that came back since it was staged: promote
-it when it beats the current model by the gate of training.retrain, unstage it when it loses,
+it when it beats the current model (churn.gate's sequential test, below), unstage it when it loses,
 otherwise wait.
 
     python -m training.decide [--min-labels 100]

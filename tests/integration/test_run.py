@@ -64,7 +64,7 @@ def test_make_run_trains_serves_both_transports_and_stops_cleanly(tmp_path):
         )
         _readme_curl_answers_as_shown(http_url, body["model"])
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
+        os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C sends: the README says it stops both
         try:
             proc.wait(60)
         except subprocess.TimeoutExpired:

@@ -68,6 +68,8 @@ def test_top_level_names_are_unique_across_the_stages():
                 names = [node.name]
             elif isinstance(node, ast.Assign):
                 names = [t.id for t in node.targets if isinstance(t, ast.Name) and t.id.isupper()]
+            elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
+                names = [node.target.id] if node.target.id.isupper() else []
             for name in names:
                 if name not in COMMAND_CONVENTION:
                     by_name[name].append(str(path.relative_to(ROOT)))
@@ -84,6 +86,7 @@ TRAINING_LOGIC = {
     "churn.gate",
     "churn.promotion",
     "churn.threshold",
+    "churn.registry_commands",
 }
 COMMAND_PLACES = ("training", "monitoring", "scoring")
 COMMAND_FUNCTIONS = {"main", "parse_options"}
