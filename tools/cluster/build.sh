@@ -6,12 +6,20 @@
 # version), so a change of pin builds afresh and never mixes binaries. Prints the folder.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
+# The newest `go` directive of the pinned modules (kwok's and controller-tools' need 1.26).
+need=$(sed -n 's/^go \([0-9.]*\)$/\1/p' "$here"/*/go.mod | sort -V | tail -1)
+command -v go >/dev/null || { echo "error: go not found (Go $need or newer builds the control plane)" >&2; exit 2; }
+have=$(go env GOVERSION | sed 's/^go//')
+# A development build ("devel ...") has no comparable number: let `go build` judge it.
+if [[ $have =~ ^[0-9] ]] && [ "$(printf '%s\n' "$need" "$have" | sort -V | head -1)" != "$need" ]; then
+  echo "error: Go $need or newer builds the control plane (tools/cluster/*/go.mod); this machine has Go $have" >&2
+  exit 2
+fi
 key=$(cat "$here"/*/go.mod "$here"/*/go.sum <(go version) "$0" | sha256sum | cut -c1-16)
 k8s=$(sed -n 's/^require k8s.io\/kubernetes \(v[^ ]*\)$/\1/p' "$here/kubernetes/go.mod")
 cache=${CLUSTER_BIN_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/churn-mlops/cluster}
 bin="$cache/kubernetes-$k8s-$key"
 if [ -d "$bin/crds" ]; then echo "$bin"; exit 0; fi
-command -v go >/dev/null || { echo "error: go not found (Go 1.24 or newer builds the control plane)" >&2; exit 2; }
 
 tmp="$bin.partial.$$"
 trap 'rm -rf "$tmp"' EXIT
