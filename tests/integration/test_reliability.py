@@ -442,8 +442,15 @@ def test_corrupt_model_files_are_reported_not_served_and_rollback_restores(tmp_p
             wait_for(
                 lambda: http("GET", fresh.url + "/startup")[0] == 200, 30, what="rollback restores service"
             )
-            status, body, _ = http("POST", fresh.url + "/predict", {"instances": RECORDS[:1]})
-            assert status == 200 and body["model"] == v1
+
+            # Each worker reloads on its own 1-s interval: the one that answered /startup may be a
+            # second ahead of the other (seen once: a 503 right after a 200). Six answers in a row
+            # from v1, new connections each, reach both.
+            def every_worker_serves_v1() -> bool:
+                answers = [http("POST", fresh.url + "/predict", {"instances": RECORDS[:1]}) for _ in range(6)]
+                return all(status == 200 and body["model"] == v1 for status, body, _ in answers)
+
+            wait_for(every_worker_serves_v1, 10, what="every worker serving v1 after the rollback")
         finally:
             fresh.stop()
     finally:
